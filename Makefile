@@ -1,0 +1,38 @@
+# minisweep: `make demo` runs the whole sweep on the shipped sample; `make test` runs every test.
+# Both create the virtual environment in .venv on first use.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+
+.PHONY: demo test test-slow sync bench clean
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/minisweep demo
+
+# fails if the notebooks are not clean or the library is not exported from them, then runs every test
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/check_sync.sh
+	cd nbs && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbdev_test --n_workers 2 --timing
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+
+test-slow: $(STAMP)
+	cd nbs && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbdev_test --flags slow --n_workers 1
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
+
+bench: $(STAMP)
+	$(BIN)/minisweep bench
+
+sync: $(STAMP)
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean
+
+clean:
+	rm -rf $(VENV) build *.egg-info
