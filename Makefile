@@ -12,7 +12,7 @@ export HF_DATASETS_OFFLINE ?= 1
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,7 +29,7 @@ test-slow: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
 
 bench: $(STAMP)
-	$(BIN)/minisweep bench
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 sync: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean

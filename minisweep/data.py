@@ -365,7 +365,7 @@ class Batches:
             x, y = self._batch(idx, gen)
             yield x, y, n
 
-# %% ../nbs/00_data.ipynb #c038
+# %% ../nbs/00_data.ipynb #c040
 def class_counts(splits: dict) -> 'pd.DataFrame':
     "Images per class (rows, by class name) and split (columns)."
     import pandas as pd
@@ -398,7 +398,7 @@ def show_samples(cache: ImageCache, n_classes: int = 8, per_class: int = 4, seed
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #c044
+# %% ../nbs/00_data.ipynb #c046
 def make_sample(src: str,                # dataset to take the images from
                 dst: str,                # folder to write (data/<split>-00000-of-00001.parquet)
                 n_classes: int = 10,     # classes to keep, spread evenly over the class list

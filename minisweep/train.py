@@ -268,11 +268,25 @@ def _epoch(model, batches, opt, sched, crit, device, bf16, bar):
     return loss_sum.item() / seen, 1 - correct.item() / seen, seen
 
 # %% ../nbs/02_train.ipynb #c023
+def _check_same_run(run_dir: Path, saved: dict, cfg: TrainConfig):
+    "Refuse to resume or reuse a run directory that holds a run with other settings."
+    theirs, ours = TrainConfig.from_dict(saved).identity(), cfg.identity()
+    if theirs != ours:
+        diff = ', '.join(f'{k}={theirs[k]!r}' for k in ours if theirs[k] != ours[k])
+        raise UserError(f'{run_dir} holds a run with other settings ({diff}): use another out_dir')
+
+def _best_checkpoint(model, cfg, epoch, row, data) -> dict:
+    return dict(format=CKPT_FORMAT, model=model.state_dict(), config=asdict(cfg), epoch=epoch, val=row,
+                classes=data['classes'], n_train=data['n_train'])
+
 def train_run(cfg: TrainConfig) -> dict:
     "Train (or resume, or skip when complete) the run of `cfg` in `cfg.out_dir`; returns its metrics."
     cfg.check()
     run_dir = check_writable(Path(cfg.out_dir or tempfile.mkdtemp(prefix='minisweep-run-')))
-    if is_complete(run_dir): return json.loads((run_dir / 'metrics.json').read_text())
+    if is_complete(run_dir):
+        done = json.loads((run_dir / 'metrics.json').read_text())
+        _check_same_run(run_dir, done.get('config', {}), cfg)
+        return done
     device = resolve_device(cfg.device)
     if device.type == 'cpu': torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
     else:
@@ -292,10 +306,7 @@ def train_run(cfg: TrainConfig) -> dict:
     if last.exists():
         try:
             ck = load_checkpoint(last)
-            if TrainConfig.from_dict(ck['config']).identity() != cfg.identity():
-                theirs, ours = TrainConfig.from_dict(ck['config']).identity(), cfg.identity()
-                diff = ', '.join(f'{k}={theirs[k]!r}' for k in ours if theirs[k] != ours[k])
-                raise UserError(f'{run_dir} holds a run with other settings ({diff}): use another out_dir')
+            _check_same_run(run_dir, ck['config'], cfg)
             model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
             state = ck['state']; _set_rng_state(ck['rng'])
         except CorruptCheckpoint as e:
@@ -303,6 +314,12 @@ def train_run(cfg: TrainConfig) -> dict:
             state['epoch'] = 0
     rows = [r for r in read_log(run_dir) if r['epoch'] <= state['epoch']]
     atomic_write_text(run_dir / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
+    if state['epoch'] and state['best_epoch'] == state['epoch']:
+        # killed between last.pt and best.pt: the best model is the one last.pt holds
+        try: best_epoch = load_checkpoint(run_dir / 'best.pt')['epoch']
+        except (FileNotFoundError, CorruptCheckpoint): best_epoch = None
+        if best_epoch != state['epoch']:
+            atomic_save(_best_checkpoint(model, cfg, state['epoch'], rows[-1], data), run_dir / 'best.pt')
 
     step_model = torch.compile(model) if cfg.compile else model
     for epoch in range(state['epoch'] + 1, length['epochs'] + 1):
@@ -324,16 +341,14 @@ def train_run(cfg: TrainConfig) -> dict:
         state['train_seconds'] += row['seconds']
         score = row[cfg.select_on]
         improved = score < state['best']
-        if improved:
-            state.update(best=score, best_epoch=epoch, bad_epochs=0)
-            atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), config=asdict(cfg), epoch=epoch, val=row,
-                             classes=data['classes'], n_train=data['n_train']), run_dir / 'best.pt')
+        if improved: state.update(best=score, best_epoch=epoch, bad_epochs=0)
         else: state['bad_epochs'] += 1
         state['epoch'] = epoch
         _append_log(run_dir, row)
         atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          state=dict(state), rng=_rng_state(device), config=asdict(cfg), epoch=epoch,
                          classes=data['classes'], n_train=data['n_train']), last)
+        if improved: atomic_save(_best_checkpoint(model, cfg, epoch, row, data), run_dir / 'best.pt')
         if cfg.patience and state['bad_epochs'] >= cfg.patience: break
 
     log = read_log(run_dir)

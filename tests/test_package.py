@@ -1,0 +1,40 @@
+"The package as a user installs it: a wheel built from the checkout, imported from outside the repository."
+import os, subprocess, sys, zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp('wheel')
+    p = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(out), str(ROOT)],
+                       capture_output=True, text=True, cwd=out)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return next(out.glob('minisweep-*.whl'))
+
+
+def test_wheel_ships_the_sample_and_the_notebooks(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {'minisweep/notebooks/02_train.ipynb', 'minisweep/notebooks/04_curves.ipynb', 'minisweep/sample/README.md'} <= names
+    assert {f'minisweep/sample/data/{s}-00000-of-00001.parquet' for s in ('train', 'validation', 'test')} <= names
+    assert sum(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names if n.startswith('minisweep/sample/')) < 2 * 1024 ** 2
+
+
+def test_installed_package_works_outside_the_repo(wheel, tmp_path):
+    site = tmp_path / 'site'
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(site), str(wheel)], check=True)
+    code = ("import minisweep, minisweep.data as d, minisweep.sweep as s\n"
+            "assert minisweep.__file__.startswith(%r), minisweep.__file__\n"
+            "assert s.train_notebook().is_file() and str(s.train_notebook()).startswith(%r)\n"
+            "sp = d.load_splits(d.sample_dataset())\n"
+            "c = d.decoded_split(sp['train'], 73, progress=False)\n"
+            "b = d.Batches(c, 64, 16, train=True)\n"
+            "x, y, n = next(iter(b))\n"
+            "assert tuple(x.shape) == (16, 3, 64, 64) and len(sp['train'].classes) == 10\n"
+            "print('ok')\n") % (str(site), str(site))
+    env = dict(os.environ, PYTHONPATH=str(site))
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert p.returncode == 0 and p.stdout.strip().endswith('ok'), p.stderr[-2000:]
