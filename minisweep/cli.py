@@ -134,6 +134,8 @@ def cmd_train(a) -> int:
 
 def cmd_eval(a) -> int:
     from minisweep.evaluate import evaluate_runs
+    from minisweep.train import resolve_device
+    resolve_device(a.device)
     df = evaluate_runs(a.checkpoint_dir, split=a.split, device=a.device)
     if not (df.model == a.model).any():
         raise UserError(f'no finished run of {a.model} under {a.checkpoint_dir} (it has: {", ".join(sorted(set(df.model)))})')

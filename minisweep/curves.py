@@ -270,7 +270,8 @@ def make_curves(
     "Write `<model>_curve.png` for every model, `curves.png` (models side by side, top-5 and top-1) and `summary.md`."
     df = results if isinstance(results, pd.DataFrame) else load_results(results)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise UserError(f'cannot write the figures to {out}: {e.strerror or e}') from None
     models, metrics = list(pd.unique(df.model)), ('top5_error', 'top1_error')
     fits = {}
     for m in models:

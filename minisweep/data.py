@@ -256,6 +256,7 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
     decoded, seconds = False, 0.0
     with open(root / f'{stem}.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)                     # a second process waits here, then reuses the file
+        for stale in root.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)   # a killed build's leftovers
         problem = _valid(path, meta_path)
         if problem:
             if problem not in ('no record', 'no file'):

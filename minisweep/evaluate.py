@@ -123,15 +123,17 @@ def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one 
     root = Path(root).expanduser()
     if not root.exists(): raise UserError(f'run folder {root} does not exist')
     if not root.is_dir(): raise UserError(f'{root} is a file, not a run folder')
-    runs = []
+    runs, skipped = [], []
     for d, dirs, files in os.walk(root):
         dirs[:] = sorted(x for x in dirs if not x.startswith('.'))
         if not any(f in files for f in RUN_FILES): continue
         dirs[:] = []                                           # a run folder holds no other runs
-        if not is_complete(d): warnings.warn(f'{d} is not finished (no valid metrics.json): skipped', stacklevel=2)
-        elif 'best.pt' not in files: warnings.warn(f'{d} is finished but has no best.pt: skipped', stacklevel=2)
+        if not is_complete(d): skipped.append(f'{d} is not finished (no valid metrics.json)')
+        elif 'best.pt' not in files: skipped.append(f'{d} is finished but has no best.pt')
         else: runs.append(Path(d))
-    if not runs: raise UserError(f'no finished run under {root}')
+    if not runs:
+        raise UserError(f'no finished run under {root}' + (f' ({len(skipped)} unfinished, e.g. {skipped[0]})' if skipped else ''))
+    for s in skipped: warnings.warn(f'{s}: skipped', stacklevel=2)
     return sorted(runs)
 
 # %% ../nbs/03_eval.ipynb #c016

@@ -11,7 +11,7 @@ from pathlib import Path
 import minisweep
 from .data import UserError, atomic_write_text, check_fraction, decoded_split, load_splits, sample_dataset, stored_size
 from .models import check_image_size, model_spec
-from .train import TrainConfig, is_complete
+from .train import TrainConfig, check_writable, is_complete
 
 # %% auto #0
 __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
@@ -138,8 +138,10 @@ class SweepRecord:
 @contextlib.contextmanager
 def sweep_lock(out: Path):
     "Hold the sweep folder's lock, or refuse when another live sweep holds it."
-    out.mkdir(parents=True, exist_ok=True)
-    f = open(out / '.lock', 'a+')
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / '.lock', 'a+')
+    except OSError as e: raise UserError(f'cannot use {out} as a sweep folder: {e.strerror or e}') from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -279,12 +281,13 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
     if executor not in ('local', 'ray'): raise UserError(f'unknown executor {executor!r}: use local or ray')
     if executor == 'ray': from minisweep.ray_executor import check_ray; check_ray(Path(sweep.out), **executor_kw)
     out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
+    if figures: check_writable(Path(figures).expanduser())
     splits = load_splits(sweep.train.get('dataset') or sample_dataset())
     with sweep_lock(out):
         rec = SweepRecord(sweep)
         size = stored_size(sweep.config(sweep.models[0], 1, 0).image_size, sweep.config(sweep.models[0], 1, 0).crop_pct)
-        if executor == 'local':
-            for s in ('train', 'validation'): decoded_split(splits[s], size, progress=True)
+        if executor == 'local':      # decode once, here; a bad image fails the sweep before any training
+            for s in ('train', 'validation', 'test'): decoded_split(splits[s], size, progress=True)
         jobs = []
         for m, f, s in sweep.runs():
             key = run_key(m, f, s)

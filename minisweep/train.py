@@ -73,6 +73,7 @@ class TrainConfig:
         for name in ('learning_rate', 'weight_decay', 'warmup_epochs', 'min_steps', 'patience', 'num_threads', 'label_smoothing'):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise UserError(f'{name} must be a number >= 0, got {v}')
+        if int(self.seed) < 0: raise UserError(f'seed must be >= 0, got {self.seed}')
         if not 0 <= self.momentum < 1: raise UserError(f'momentum must be in [0, 1), got {self.momentum}')
         if self.label_smoothing >= 1: raise UserError(f'label_smoothing must be below 1, got {self.label_smoothing}')
         if not 0 < self.crop_pct <= 1: raise UserError(f'crop_pct must be in (0, 1], got {self.crop_pct}')
@@ -166,13 +167,26 @@ def split_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
 # %% ../nbs/02_train.ipynb #c018
 CKPT_FORMAT = 'minisweep.checkpoint/1'
 
+class _KeepError:
+    "A file wrapper that remembers the OSError of a failed write (torch.save replaces it with an unclear RuntimeError)."
+    def __init__(self, f): self.f, self.error = f, None
+    def write(self, b):
+        try: return self.f.write(b)
+        except OSError as e: self.error = e; raise
+    def flush(self): self.f.flush()
+
 def atomic_save(obj, path: Path):
     "`torch.save` to a temporary file beside `path`, fsync, rename: `path` is never half-written."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+            w = _KeepError(f)
+            try: torch.save(obj, w)
+            except RuntimeError:
+                if w.error is not None: raise OSError(w.error.errno, f'cannot write {path}: {w.error.strerror}') from None
+                raise
+            f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -287,6 +301,7 @@ def train_run(cfg: TrainConfig) -> dict:
         done = json.loads((run_dir / 'metrics.json').read_text())
         _check_same_run(run_dir, done.get('config', {}), cfg)
         return done
+    for stale in run_dir.glob('.*.tmp'): stale.unlink(missing_ok=True)   # left by a process killed while writing
     device = resolve_device(cfg.device)
     if device.type == 'cpu': torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
     else:
