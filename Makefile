@@ -21,7 +21,7 @@ demo: $(STAMP)
 # fails if the notebooks are not clean or the library is not exported from them, then runs every test
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/check_sync.sh
-	cd nbs && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbdev_test --n_workers 2 --timing
+	cd nbs && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbdev_test --n_workers 1 --timing
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 test-slow: $(STAMP)

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 __all__ = ['DEFAULT_DATASET', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
            'SplitData', 'load_splits', 'check_fraction', 'subset_counts', 'subset_indices', 'fraction_grid',
            'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'atomic_write_text', 'n_workers', 'ImageCache',
-           'decoded_split', 'device_images', 'crop_flip', 'normalize', 'Batches', 'class_counts', 'image_sizes',
-           'show_samples', 'make_sample']
+           'decoded_split', 'device_images', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
+           'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c006
 class UserError(ValueError):
@@ -296,13 +296,7 @@ def crop_flip(xb: torch.Tensor,        # (B, S, S, 3) uint8 batch on the device
     "Random (or centre) `size` crops and random horizontal flips of a whole batch in one gather: (B, size, size, 3)."
     B, S = xb.shape[0], xb.shape[1]
     if size > S: raise UserError(f'crop of {size} pixels is larger than the stored {S}')
-    if gen is None:
-        oy = ox = torch.full((B,), (S - size) // 2, dtype=torch.long)
-        flip = torch.zeros(B, dtype=torch.bool)
-    else:
-        oy = torch.randint(0, S - size + 1, (B,), generator=gen)
-        ox = torch.randint(0, S - size + 1, (B,), generator=gen)
-        flip = torch.rand(B, generator=gen) < 0.5
+    oy, ox, flip = _crop_offsets(B, S, size, gen)
     ar = torch.arange(size)
     rows = oy[:, None] + ar
     cols = torch.where(flip[:, None], ox[:, None] + ar.flip(0), ox[:, None] + ar)
@@ -317,7 +311,33 @@ def normalize(xb: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     x = (x - mean) / std
     return x if channels_last else x.contiguous()
 
-# %% ../nbs/00_data.ipynb #c035
+# %% ../nbs/00_data.ipynb #c034
+def _crop_offsets(B: int, S: int, size: int, gen: torch.Generator | None):
+    "Per-image crop offsets (y, x) and flips: random with `gen`, else the centre and no flip."
+    if gen is None:
+        return torch.full((B,), (S - size) // 2, dtype=torch.long), torch.full((B,), (S - size) // 2, dtype=torch.long), torch.zeros(B, dtype=torch.bool)
+    oy = torch.randint(0, S - size + 1, (B,), generator=gen)
+    ox = torch.randint(0, S - size + 1, (B,), generator=gen)
+    return oy, ox, torch.rand(B, generator=gen) < 0.5
+
+def cpu_batch(images: torch.Tensor,       # (N, S, S, 3) uint8 cache on the CPU
+              idx: torch.Tensor,          # indices of the batch's images
+              size: int,                  # side of the crop
+              gen: torch.Generator | None = None,  # random source; None = centre crop, no flip
+             ) -> torch.Tensor:
+    "The CPU path of `normalize(crop_flip(images[idx], size, gen), channels_last=False)`, bit-identical, without the big gather."
+    B, S = len(idx), images.shape[1]
+    if size > S: raise UserError(f'crop of {size} pixels is larger than the stored {S}')
+    oy, ox, flip = (t.tolist() for t in _crop_offsets(B, S, size, gen))
+    out = torch.empty(B, 3, size, size)
+    for i, k in enumerate(idx.tolist()):
+        v = images[k, oy[i]:oy[i] + size, ox[i]:ox[i] + size].permute(2, 0, 1)
+        out[i].copy_(v.flip(2) if flip[i] else v)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    return out.sub_(mean).div_(std)
+
+# %% ../nbs/00_data.ipynb #c037
 class Batches:
     "Batches of one split (or a subset of it) decoded once: augmented on the device for training, centre crops for evaluation."
     def __init__(self, cache: ImageCache,     # the decoded split
@@ -350,6 +370,8 @@ class Batches:
         self.epoch_seed = seed * 1_000_003 + epoch
 
     def _batch(self, idx, gen):
+        if self.images.device.type == 'cpu' and self.device.type == 'cpu' and not self.channels_last:
+            return cpu_batch(self.images, idx, self.image_size, gen), self.labels[idx]
         idx_d = idx.to(self.images.device, non_blocking=True)
         xb = self.images[idx_d].to(self.device, non_blocking=True)
         yb = self.labels[idx_d].to(self.device, non_blocking=True)
@@ -366,7 +388,7 @@ class Batches:
             x, y = self._batch(idx, gen)
             yield x, y, n
 
-# %% ../nbs/00_data.ipynb #c040
+# %% ../nbs/00_data.ipynb #c042
 def class_counts(splits: dict) -> 'pd.DataFrame':
     "Images per class (rows, by class name) and split (columns)."
     import pandas as pd
@@ -399,7 +421,7 @@ def show_samples(cache: ImageCache, n_classes: int = 8, per_class: int = 4, seed
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #c046
+# %% ../nbs/00_data.ipynb #c048
 def make_sample(src: str,                # dataset to take the images from
                 dst: str,                # folder to write (data/<split>-00000-of-00001.parquet)
                 n_classes: int = 10,     # classes to keep, spread evenly over the class list

@@ -219,14 +219,28 @@ def fmt_secs(s: float) -> str:
 
 class Progress:
     "Counts runs, names the one running, and estimates the time left from the runs finished so far."
-    def __init__(self, total: int, done: int, log=print):
-        self.total, self.done, self.failed, self.log, self.times = total, done, 0, log, []
+    OVERHEAD = 0.1    # a run's fixed cost (kernel start, decoding checks, validation), in units of the full subset's training
+
+    def __init__(self, todo: list,   # (key, model, subset_size) of every run still to do
+                 done: int, log=print):
+        self.todo = {k: (m, f) for k, m, f in todo}
+        self.total, self.done, self.failed, self.log, self.finished = done + len(todo), done, 0, log, []
+
+    def eta(self) -> float | None:
+        "Seconds left: each model's seconds per unit of work (subset size + overhead) times the work left."
+        if not self.finished: return None
+        def rate(model=None):
+            rows = [(w, s) for m, w, s in self.finished if model is None or m == model]
+            return sum(s for _, s in rows) / sum(w for w, _ in rows) if rows else None
+        return sum((rate(m) or rate()) * (f + self.OVERHEAD) for m, f in self.todo.values())
+
     def start(self, key: str, slot: str = ''):
-        left = self.total - self.done - self.failed
-        eta = f', about {fmt_secs(sum(self.times) / len(self.times) * left)} left' if self.times else ''
-        self.log(f'[{self.done}/{self.total} done{eta}] running {key}{slot}')
+        eta = self.eta()
+        self.log(f'[{self.done}/{self.total} done{f", about {fmt_secs(eta)} left" if eta is not None else ""}] running {key}{slot}')
+
     def finish(self, key: str, ok: bool, secs: float, err: str | None = None):
-        if ok: self.done += 1; self.times.append(secs)
+        m, f = self.todo.pop(key, (None, 0))
+        if ok: self.done += 1; self.finished.append((m, f + self.OVERHEAD, secs))
         else: self.failed += 1
         self.log(f'[{self.done}/{self.total} done] {key}: {"done" if ok else "FAILED"} in {fmt_secs(secs)}' + (f' ({err})' if err else ''))
 
@@ -253,7 +267,7 @@ def run_local(jobs: list, on_start, on_end, n_gpus: int = 0):
     for t in threads: t.start()
     for t in threads: t.join()
 
-# %% ../nbs/05_sweep.ipynb #c017
+# %% ../nbs/05_sweep.ipynb #c018
 @dataclass
 class SweepResult:
     "What a sweep did: the record, the failures, and where the results and figures went."
@@ -294,7 +308,7 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
             if rec.data['runs'][key]['state'] != 'done':
                 jobs.append((key, asdict(sweep.config(m, f, s)), sweep.run_dir(m, f, s)))
         states = rec.states()
-        prog = Progress(len(sweep.runs()), states.get('done', 0), log)
+        prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), log)
         failures = []
         def on_start(key, slot):
             rec.update(key, state='running', started=now()); prog.start(key, slot)

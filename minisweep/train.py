@@ -114,10 +114,10 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, warmup_steps: int, device: torch.device):
-    "SGD (fused on CUDA) and its per-step warm-up + cosine scheduler."
-    extra = dict(fused=True) if device.type == 'cuda' else dict(foreach=False)
-    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.momentum > 0, **extra)
+    "Fused SGD (one kernel for the whole update, on CPU and CUDA) and its per-step warm-up + cosine scheduler."
+    kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    try: opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), fused=True, **kw)
+    except (RuntimeError, TypeError): opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), foreach=device.type == 'cuda', **kw)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
     return opt, sched
 
