@@ -154,7 +154,7 @@ def cmd_curves(a) -> int:
     return 0
 
 DEMO = dict(models=['alexnet', 'resnet18'], subset_sizes=[1, 0.5, 0.25, 0.125], seeds=[0, 1],
-            train=dict(dataset='', image_size=64, num_epochs=10, batch_size=32))
+            train=dict(dataset='', image_size=64, num_epochs=8, batch_size=32))
 
 def cmd_demo(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
