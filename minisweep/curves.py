@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-from .data import UserError
+from .data import UserError, file_mode
 
 # %% ../nbs/04_curves.ipynb #c011
 from .evaluate import RESULTS_FORMAT, RESULT_COLUMNS    # the contract is the evaluation chapter's
@@ -223,7 +223,7 @@ def _replace_atomic(path, write):
     "Call `write(tmp_path)` on a temporary file next to `path`, then rename it to `path`."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix)
-    os.close(fd)
+    os.close(fd); os.chmod(tmp, file_mode())
     try:
         write(tmp)
         os.replace(tmp, path)

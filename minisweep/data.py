@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
            'SplitData', 'load_splits', 'check_fraction', 'subset_counts', 'subset_indices', 'fraction_grid',
-           'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'atomic_write_text', 'n_workers', 'ImageCache',
-           'decoded_split', 'device_images', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
-           'image_sizes', 'show_samples', 'make_sample']
+           'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers',
+           'ImageCache', 'decoded_split', 'device_images', 'crop_flip', 'normalize', 'cpu_batch', 'Batches',
+           'class_counts', 'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c006
 class UserError(ValueError):
@@ -167,9 +167,16 @@ def _decode_range(start, stop, split_name):
     out.flush()
     return stop - start
 
+def file_mode() -> int:
+    "The mode a new file gets under the current umask (mkstemp's files are private, 0600, otherwise)."
+    mask = os.umask(0); os.umask(mask)
+    return 0o666 & ~mask
+
 def atomic_write_text(path: Path, text: str):
     "Write `text` to `path` atomically: a temporary file in the same folder, fsync, rename."
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, 'w') as f: f.write(text); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)

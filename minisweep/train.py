@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, device_images,
+from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, device_images, file_mode,
                             load_splits, sample_dataset, stored_size, subset_indices)
 from .models import check_image_size, create_model, default_lr, model_spec
 
@@ -179,6 +179,7 @@ def atomic_save(obj, path: Path):
     "`torch.save` to a temporary file beside `path`, fsync, rename: `path` is never half-written."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.chmod(tmp, file_mode())
     try:
         with os.fdopen(fd, 'wb') as f:
             w = _KeepError(f)

@@ -29,16 +29,18 @@ def test_sweep_writes_everything(local_sweep):
 
 def test_sweep_again_retrains_nothing_and_resumes_missing(local_sweep):
     out, args = local_sweep['out'], local_sweep['args']
-    before = mtimes(out)
+    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')}
+    before = files()
     p = minisweep(*args, cwd=local_sweep['root'])
     assert p.returncode == 0, p.stderr[-2000:]
-    assert mtimes(out) == before
+    assert files() == before and 'done already' in p.stdout
     victim = out / 'resnet18' / 'subset_0.5000' / 'seed_0'
     (victim / 'metrics.json').unlink()
     p = minisweep(*args, cwd=local_sweep['root'])
     assert p.returncode == 0, p.stderr[-2000:]
     assert (victim / 'metrics.json').exists()
-    assert [q.parent for q, t in mtimes(out).items() if before[q] != t] == [victim]
+    # that run was finished again from its last.pt (all its epochs were done: nothing to retrain); no other run was touched
+    assert {q.parent for q, t in files().items() if before.get(q) != t} == {victim}
 
 
 def test_a_failing_run_leaves_the_others_and_exits_nonzero(tmp_path):
