@@ -11,22 +11,27 @@ export HF_DATASETS_OFFLINE ?= 1
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[dev,ray]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/minisweep demo
 
+# Every test writes its runs (real checkpoints: AlexNet's are 0.2-0.5 GB each) under a temporary folder of its own,
+# removed afterwards, pass or fail: a test session never leaves gigabytes behind in /tmp.
+TESTENV = PATH="$(CURDIR)/$(BIN):$$PATH" TMPDIR="$$scratch"
+SCRATCH = scratch=$$(mktemp -d -t minisweep-test.XXXXXX) && trap 'rm -rf "$$scratch"' EXIT &&
+
 # fails if the notebooks are not clean or the library is not exported from them, then runs every test
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/check_sync.sh
-	cd nbs && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbdev_test --n_workers 1 --timing
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	$(SCRATCH) cd nbs && $(TESTENV) ../$(BIN)/nbdev_test --n_workers 1 --timing
+	$(SCRATCH) $(TESTENV) $(BIN)/python -m pytest -q tests
 
 test-slow: $(STAMP)
-	cd nbs && PATH="$(CURDIR)/$(BIN):$$PATH" ../$(BIN)/nbdev_test --flags slow --n_workers 1
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
+	$(SCRATCH) cd nbs && $(TESTENV) ../$(BIN)/nbdev_test --flags slow --n_workers 1
+	$(SCRATCH) $(TESTENV) $(BIN)/python -m pytest -q -m slow tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)

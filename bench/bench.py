@@ -45,8 +45,9 @@ def parse_args(argv=None):
     p.add_argument('--seconds', type=float, default=None, help='target seconds of one timed repeat; default 2, quick 0.5')
     p.add_argument('--copy-per-class', type=int, default=None,
                    help='training images per class in the 500x375 copy; default 20 (2,000 images), quick 2')
-    p.add_argument('--no-what-if', dest='what_if', action='store_false',
-                   help='on the CPU, skip the what-if pair (bare loop with fused SGD, minisweep with the proposed fixes)')
+    p.add_argument('--before', action='store_true',
+                   help='on the CPU, also time minisweep as it was before the CPU fixes (batched gather + normalize, '
+                        'for-loop SGD) and the bare loop with that SGD, in the same rounds')
     p.add_argument('--no-seed', action='store_true', help='skip the seed-style pipeline with the model')
     p.add_argument('--no-sweep', action='store_true', help='skip the decode-once sweep check (skipped by --quick unless --sweep)')
     p.add_argument('--no-demo', action='store_true', help='skip the demo run (skipped by --quick unless --demo)')
@@ -60,7 +61,7 @@ def parse_args(argv=None):
     a.repeats = a.repeats or (1 if a.quick else 5)
     a.seconds = a.seconds or (0.5 if a.quick else 2.0)
     a.copy_per_class = a.copy_per_class or (2 if a.quick else 20)
-    if a.quick: a.no_sweep, a.no_demo, a.what_if = a.no_sweep or not a.sweep, a.no_demo or not a.demo, False
+    if a.quick: a.no_sweep, a.no_demo, a.before = a.no_sweep or not a.sweep, a.no_demo or not a.demo, False
     if a.batch_size < 1: p.error('--batch-size must be at least 1')
     return a
 
@@ -218,7 +219,7 @@ def round_ratios(a: dict, b: dict) -> dict:
 
 class MinisweepLoop:
     "minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `_epoch`, set up as `train_run` does."
-    def __init__(self, cfg, device, patched=False):
+    def __init__(self, cfg, device, before=False):
         from minisweep.train import prepare_data, run_length, make_optimizer
         from minisweep.models import create_model
         self.cfg, self.device = cfg, device
@@ -227,8 +228,8 @@ class MinisweepLoop:
         length = run_length(self.data['n_train'], cfg)
         model = create_model(cfg.model, len(self.data['classes']), cfg.image_size).to(device)
         if self.data['train'].channels_last: model = model.to(memory_format=torch.channels_last)
-        self.opt, self.sched = (fused_optimizer if patched else make_optimizer)(model, cfg, length['total_steps'], length['warmup_steps'], device)
-        if patched: patch_batches(self.data['train'])
+        self.opt, self.sched = (old_optimizer if before else make_optimizer)(model, cfg, length['total_steps'], length['warmup_steps'], device)
+        if before: patch_batches_before(self.data['train'])
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.model = torch.compile(model) if cfg.compile else model
         self.n_classes, self.channels_last = len(self.data['classes']), self.data['train'].channels_last
@@ -252,26 +253,29 @@ class MinisweepLoop:
         "The data path alone: `Batches` cut, moved, cropped, flipped and normalised, no model."
         for x, y, n in itertools.islice(self.stream, steps): pass
 
-def fused_optimizer(model, cfg, total_steps, warmup_steps, device):
-    "WHAT-IF, not minisweep's code: `make_optimizer` with `fused=True` on the CPU too (fused SGD has a CPU kernel since torch 2.4)."
+def old_optimizer(model, cfg, total_steps, warmup_steps, device):
+    "BEFORE, not minisweep's current code: `make_optimizer` as it was, a for-loop SGD (`foreach=False`) on the CPU."
     from minisweep.train import param_groups, lr_factor
     opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.momentum > 0, fused=True)
+                          nesterov=cfg.momentum > 0, foreach=False)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
 
-def patch_batches(b):
-    "WHAT-IF, not minisweep's code: make this `Batches` cut CPU batches with `proposed_batch` (bit-identical batches)."
-    from minisweep.data import IMAGENET_MEAN, IMAGENET_STD
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255; std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+def old_batch(images, idx, size, gen):
+    "BEFORE: the CPU batch as minisweep cut it until the fix: `normalize(crop_flip(images[idx]), channels_last=False)`."
+    from minisweep.data import crop_flip, normalize
+    return normalize(crop_flip(images[idx], size, gen), False)
+
+def patch_batches_before(b):
+    "BEFORE: make this `Batches` cut its CPU batches the old way (bit-identical batches, only slower)."
     orig = b._batch
     def _batch(idx, gen):
         if b.images.device.type != 'cpu' or b.device.type != 'cpu' or b.channels_last: return orig(idx, gen)
-        return proposed_batch(b.images, idx, b.image_size, gen, mean, std), b.labels[idx]
+        return old_batch(b.images, idx, b.image_size, gen), b.labels[idx]
     b._batch = _batch
 
 class BareLoop:
     "The ceiling: the same model, optimizer settings, autocast and memory format on one synthetic batch already on the device."
-    def __init__(self, cfg, device, n_classes, channels_last, fused=False):
+    def __init__(self, cfg, device, n_classes, channels_last, like: torch.optim.Optimizer):
         from minisweep.models import create_model
         from minisweep.train import autocast
         self.device, self.autocast, self.bf16 = device, autocast, cfg.bf16
@@ -279,7 +283,8 @@ class BareLoop:
         model = create_model(cfg.model, n_classes, cfg.image_size).to(device)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=mf)
-        extra = dict(fused=True) if device.type == 'cuda' or fused else dict(foreach=False)   # as make_optimizer does
+        extra = dict(fused=like.defaults.get('fused'), foreach=like.defaults.get('foreach'))   # the kernel minisweep's SGD uses
+        self.sgd = 'fused' if extra['fused'] else 'foreach' if extra['foreach'] else 'for-loop'
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **extra)
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -361,14 +366,15 @@ def measure_training(*a, **kw) -> dict:
 
 def _measure_training(args, model_name, size, dataset, device, compile=False) -> dict:
     """minisweep vs bare, repeats interleaved round-robin (so drift and other load hit every loop alike); on the CPU also
-    the what-if pair (bare with fused SGD, minisweep with the proposed fixes); then the seed-style pipeline, same model."""
+    the before-the-fixes pair with `--before` (minisweep as it was, bare with its SGD); then the seed-style pipeline, same model."""
     cfg = make_cfg(args, model_name, size, dataset, device, compile)
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     ms = MinisweepLoop(cfg, device)
-    loops = dict(bare=BareLoop(cfg, device, ms.n_classes, ms.channels_last), minisweep=ms)
-    if args.what_if and device.type == 'cpu' and not compile:
-        loops['bare_fused'] = BareLoop(cfg, device, ms.n_classes, ms.channels_last, fused=True)
-        loops['minisweep_fixed'] = MinisweepLoop(cfg, device, patched=True)
+    loops = dict(bare=BareLoop(cfg, device, ms.n_classes, ms.channels_last, ms.opt), minisweep=ms)
+    if args.before and device.type == 'cpu' and not compile:
+        old = MinisweepLoop(cfg, device, before=True)
+        loops['bare_before'] = BareLoop(cfg, device, ms.n_classes, ms.channels_last, old.opt)
+        loops['minisweep_before'] = old
     warm_steps, warm_s = (1, 0.0) if args.quick else (3, 2.0)
     if compile: warm_steps = max(warm_steps, 3)
     per_step = {k: warm_up(l.train, device, warm_steps, warm_s) for k, l in loops.items()}
@@ -378,23 +384,21 @@ def _measure_training(args, model_name, size, dataset, device, compile=False) ->
         for k, l in loops.items():
             t, oc = timed_c(l.train, steps, device); times[k].append(t); other[k].append(oc)
     out = dict(model=model_name, image_size=size, dataset=Path(dataset).name, compile=compile,
-               channels_last=ms.channels_last, bf16=cfg.bf16, lr=cfg.lr)
+               channels_last=ms.channels_last, bf16=cfg.bf16, lr=cfg.lr, sgd=loops['bare'].sgd)
     for k, l in loops.items():
         out[k] = Result.of(k, times[k], steps, cfg.batch_size, other[k], loss=float(l.last if isinstance(l, BareLoop) else l.last[0]))
     out['ratio_minisweep_bare'] = out['minisweep']['ips'] / out['bare']['ips']
     out['rounds_minisweep_bare'] = round_ratios(out['minisweep'], out['bare'])
     log(f"  {model_name} {size}px{' compile' if compile else ''}: bare {out['bare']['ips']:.1f} img/s, "
         f"minisweep {out['minisweep']['ips']:.1f} img/s, ratio {out['ratio_minisweep_bare']:.3f} ({steps} steps x {args.repeats})")
-    if 'bare_fused' in out:
-        out['ratio_fixed_bare_fused'] = out['minisweep_fixed']['ips'] / out['bare_fused']['ips']
-        out['rounds_fixed_bare_fused'] = round_ratios(out['minisweep_fixed'], out['bare_fused'])
-        out['rounds_fixed_minisweep'] = round_ratios(out['minisweep_fixed'], out['minisweep'])
-        out['rounds_bare_fused_bare'] = round_ratios(out['bare_fused'], out['bare'])
-        log(f"  {model_name} {size}px what-if: bare + fused SGD {out['bare_fused']['ips']:.1f} img/s, minisweep + fixes "
-            f"{out['minisweep_fixed']['ips']:.1f} img/s, ratio {out['ratio_fixed_bare_fused']:.3f}")
+    if 'bare_before' in out:
+        out['rounds_before_bare_before'] = round_ratios(out['minisweep_before'], out['bare_before'])
+        out['rounds_now_before'] = round_ratios(out['minisweep'], out['minisweep_before'])
+        log(f"  {model_name} {size}px before the CPU fixes: bare ({loops['bare_before'].sgd} SGD) {out['bare_before']['ips']:.1f} img/s, "
+            f"minisweep {out['minisweep_before']['ips']:.1f} img/s; minisweep now / before {out['rounds_now_before']['all']:.2f}x")
     del loops; gc.collect()
     if not args.no_seed and not compile:
-        seed_bare = BareLoop(cfg, device, ms.n_classes, ms.channels_last)      # a fresh model for the seed loop
+        seed_bare = BareLoop(cfg, device, ms.n_classes, ms.channels_last, ms.opt)      # a fresh model for the seed loop
         seed = SeedLoop(dataset, cfg, device, seed_bare, n_cores())
         try:
             warm_up(seed.train, device, max(warm_steps, 2), warm_s)
@@ -451,31 +455,14 @@ def measure_decode(dataset, size, root: Path) -> list:
         log(f"  decode {Path(dataset).name} {name}: {len(c)} images at {size}px in {c.seconds:.1f}s = {len(c) / c.seconds:.0f} img/s")
     return rows
 
-def proposed_batch(images: torch.Tensor, idx: torch.Tensor, size: int, gen: torch.Generator | None, mean, std) -> torch.Tensor:
-    """NOT minisweep's code: the CPU batch path this benchmark proposes (see BENCHMARKS.md, Analysis).
-
-    Draws the same random numbers in the same order as `minisweep.data.crop_flip` (so the batches are bit-identical), but
-    cuts each crop as a view of the uint8 cache and copies it once, straight into a contiguous float NCHW batch, then
-    normalises in place. No index tensors of B x size x size, no float tensor in the NHWC layout."""
-    B, S = len(idx), images.shape[1]
-    if gen is None: oy = ox = [(S - size) // 2] * B; flip = [False] * B
-    else:
-        oy = torch.randint(0, S - size + 1, (B,), generator=gen).tolist()
-        ox = torch.randint(0, S - size + 1, (B,), generator=gen).tolist()
-        flip = (torch.rand(B, generator=gen) < 0.5).tolist()
-    out = torch.empty(B, 3, size, size)
-    for i, k in enumerate(idx.tolist()):
-        v = images[k, oy[i]:oy[i] + size, ox[i]:ox[i] + size].permute(2, 0, 1)
-        out[i].copy_(v.flip(2) if flip[i] else v)
-    return out.sub_(mean).div_(std)
-
 def data_breakdown(args, size, dataset, reps=15) -> dict:
-    """Where minisweep's CPU batch time goes: each step of `Batches._batch` alone, timed as single-thread CPU time
-    (`time.thread_time`, median of `reps`), which other processes on the machine barely disturb; and the proposed path."""
-    from minisweep.data import load_splits, decoded_split, crop_flip, normalize, stored_size, IMAGENET_MEAN, IMAGENET_STD
+    """Where the CPU batch time goes: minisweep's `cpu_batch` against the old path and its steps, each alone, timed as
+    single-thread CPU time (`time.thread_time`, median of `reps`), which other processes on the machine barely disturb."""
+    from minisweep.data import load_splits, decoded_split, crop_flip, normalize, stored_size
+    import minisweep.data as md
+    if not hasattr(md, 'cpu_batch'): return None
     c = decoded_split(load_splits(str(dataset), ('train',))['train'], stored_size(size), progress=False)
     images = torch.from_numpy(c.images)                    # what `device_images` returns on the CPU: the memory map itself
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255; std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
     bs = min(args.batch_size, len(c))
     rng = torch.Generator().manual_seed(1)
     prev = torch.get_num_threads(); torch.set_num_threads(1)
@@ -489,17 +476,16 @@ def data_breakdown(args, size, dataset, reps=15) -> dict:
     try:
         xb = images[torch.arange(bs)]
         cf = crop_flip(xb, size, torch.Generator().manual_seed(0))
-        parts = {'images[idx] (gather from the cache)': cpu_ms(lambda i, g: images[i]),
-                 'crop_flip (advanced indexing)': cpu_ms(lambda i, g: crop_flip(xb, size, g)),
-                 'normalize (channels_last=False on CPU)': cpu_ms(lambda i, g: normalize(cf, False)),
-                 'normalize, proposed: transpose as uint8, then float, in-place sub_/div_': cpu_ms(lambda i, g: cf.permute(0, 3, 1, 2).contiguous().float().sub_(mean).div_(std)),
-                 'whole batch: normalize(crop_flip(images[idx]))': cpu_ms(lambda i, g: normalize(crop_flip(images[i], size, g), False)),
-                 'proposed: per-image crop view, one copy to float NCHW, in-place normalise': cpu_ms(lambda i, g: proposed_batch(images, i, size, g, mean, std))}
+        parts = {'before: images[idx] (gather from the cache)': cpu_ms(lambda i, g: images[i]),
+                 'before: crop_flip (advanced indexing; still the CUDA path)': cpu_ms(lambda i, g: crop_flip(xb, size, g)),
+                 'before: normalize(channels_last=False)': cpu_ms(lambda i, g: normalize(cf, False)),
+                 'before, whole batch: normalize(crop_flip(images[idx]))': cpu_ms(lambda i, g: old_batch(images, i, size, g)),
+                 'now: cpu_batch (per-image crop view, one copy to float NCHW, in-place normalise)': cpu_ms(lambda i, g: md.cpu_batch(images, i, size, g))}
         i, g1, g2 = torch.arange(bs), torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-        same = torch.equal(normalize(crop_flip(images[i], size, g1), False), proposed_batch(images, i, size, g2, mean, std))
+        same = torch.equal(old_batch(images, i, size, g1), md.cpu_batch(images, i, size, g2))
     finally: torch.set_num_threads(prev)
     out = dict(image_size=size, dataset=Path(dataset).name, batch_size=bs, parts=parts, identical=same)
-    log(f"  breakdown {size}px: " + ', '.join(f'{k.split(" (")[0].split(":")[0]} {v:.1f} ms' for k, v in parts.items()) + f'; identical batches: {same}')
+    log(f"  breakdown {size}px: " + ', '.join(f'{k.split(" (")[0]} {v:.1f} ms' for k, v in parts.items()) + f'; identical batches: {same}')
     return out
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -684,8 +670,8 @@ def report(res: dict) -> str:
           f"{'on' if info['device'].startswith('cuda') else 'off (minisweep uses it on CUDA only; the bare loop matches)'}.",
           f"- each number is the **median of {s['repeats']} timed repeats** of a fixed number of steps (the same for every "
           f"loop of a row, chosen so one repeat takes about {s['seconds']:g} s on the bare loop), after a warm-up of at least "
-          f"3 steps and 2 s per loop{' (quick: 1 step)' if s['quick'] else ''}. The repeats of minisweep, the bare loop (and, on "
-          "the CPU, the what-if pair) run round-robin, so drift and other load hit them alike; the seed-style loop runs after "
+          f"3 steps and 2 s per loop{' (quick: 1 step)' if s['quick'] else ''}. The repeats of minisweep and the bare loop (and, with `--before`, "
+          "the before-the-fixes pair) run round-robin, so drift and other load hit them alike; the seed-style loop runs after "
           "them, its repeats back to back (its workers would otherwise prefetch for free while the other loops run).",
           f"- 64 px rows: `{s['dataset']}` (Tiny-ImageNet-100, 64x64 JPEGs, 40,000 training images), cache at "
           f"{s['stored'].get('64', '-')} px. Larger sizes: `{s['copy']}`, {s['copy_n']:,} training images of it re-encoded "
@@ -693,8 +679,9 @@ def report(res: dict) -> str:
           f"originals are about 500x375), made by `make_large_copy` in bench/out (never committed).",
           "- **minisweep**: its own code path, `prepare_data(cfg, device)` + `create_model` + `make_optimizer` + `_epoch` "
           "exactly as `train_run` calls them, on the decoded uint8 cache (random crop + flip + normalise per batch).",
-          "- **bare**: the same model, optimizer settings, autocast and memory format on one synthetic batch already on the "
-          "device: the ceiling of any data path.",
+          "- **bare**: the same model, optimizer settings (the same SGD kernel as minisweep's `make_optimizer`: "
+          f"{', '.join(sorted(set(r.get('sgd', '?') for r in res['train']))) or '?'}), autocast and memory format on one synthetic "
+          "batch already on the device: the ceiling of any data path.",
           f"- **seed-style**: the HF dataset decoded by PIL at every access, torchvision `Resize(stored) / RandomCrop / "
           f"RandomHorizontalFlip / ToTensor / Normalize`, `DataLoader(num_workers={info['cores']} (= cores), "
           f"pin_memory={'True' if info['device'].startswith('cuda') else 'False (CPU)'}, persistent workers)`, same model and step.", '']
@@ -720,22 +707,21 @@ def report(res: dict) -> str:
     for r in res['train']:
         L.append(f"| {r['model']}{' + compile' if r['compile'] else ''} | {r['image_size']} | {spread(r['bare'])} | "
                  f"{spread(r['minisweep'])} | {spread(r['seed']) if r.get('seed') else '-'} |")
-    wi = [r for r in res['train'] if 'bare_fused' in r]
-    if wi:
-        L += ['', '### What-if: the two fixes proposed under *Analysis*, measured in the same rounds', '',
-              'Two more loops ran interleaved with the two above (same steps, same repeats): the bare loop with `fused=True` SGD, '
-              'and minisweep\'s loop with both proposed changes patched in **inside this benchmark only** (`fused_optimizer` and '
-              '`patch_batches` in bench/bench.py; minisweep\'s files are untouched).', '',
-              'Ratios are medians of round-by-round ratios over the quiet rounds (over all rounds where none was quiet; count in brackets).', '',
-              '| model | px | bare (today\'s SGD) | minisweep today | bare, fused SGD | minisweep + both fixes | fused / today\'s SGD (bare) | **fixed / bare-fused** | **fixed / today** |',
-              '|---|---|---|---|---|---|---|---|---|']
+    wb = [r for r in res['train'] if 'bare_before' in r]
+    if wb:
+        L += ['', '### Before and after the CPU fixes, measured in the same rounds', '',
+              'Two more loops ran round-robin with the two above (same steps, same repeats): minisweep as it was before the CPU '
+              'fixes (batches cut by `normalize(crop_flip(images[idx]))`, for-loop SGD), patched back **inside this benchmark '
+              'only** (`patch_batches_before`, `old_optimizer`), and the bare loop with that old SGD. Ratios are medians of the '
+              'round-by-round ratios over the quiet rounds (over all rounds where none was quiet; count in brackets).', '',
+              '| model | px | bare, old SGD | minisweep before | **before / bare (old SGD)** | minisweep now | **now / before** |',
+              '|---|---|---|---|---|---|---|']
         def qr(d):
             v, n = (d['quiet'], d['n_quiet']) if d['quiet'] is not None else (d['all'], d['n'])
             return f"{v:.3f} ({n}{'' if d['quiet'] is not None else ', none quiet'})"
-        for r in wi:
-            L.append(f"| {r['model']} | {r['image_size']} | {fmt(r['bare']['ips'])} | {fmt(r['minisweep']['ips'])} | {fmt(r['bare_fused']['ips'])} | "
-                     f"{fmt(r['minisweep_fixed']['ips'])} | {qr(r['rounds_bare_fused_bare'])} | **{qr(r['rounds_fixed_bare_fused'])}** | "
-                     f"**{qr(r['rounds_fixed_minisweep'])}** |")
+        for r in wb:
+            L.append(f"| {r['model']} | {r['image_size']} | {fmt(r['bare_before']['ips'])} | {fmt(r['minisweep_before']['ips'])} | "
+                     f"**{qr(r['rounds_before_bare_before'])}** | {fmt(r['minisweep']['ips'])} | **{qr(r['rounds_now_before'])}** |")
     if any('max_memory_allocated_gib' in r for r in res['train']):
         L += ['', 'GPU memory (torch.cuda.max_memory_allocated, all loops of the row): ' +
               ', '.join(f"{r['model']} {r['image_size']}px {r['max_memory_allocated_gib']:.2f} GiB" for r in res['train'])]
@@ -750,11 +736,10 @@ def report(res: dict) -> str:
                  f"**{r['ratio']:.1f}x** | {r['contention']['other_cores']:.2f} |")
     if res.get('breakdown'):
         sizes = [b['image_size'] for b in res['breakdown']]
-        L += ['', '### Where minisweep\'s CPU batch time goes', '',
-              f"Each step of `Batches._batch` alone, in milliseconds of single-thread CPU time per batch of {res['breakdown'][0]['batch_size']} "
-              '(`time.thread_time`, median of 15; insensitive to other load), and the path proposed under *Analysis* '
-              '(`proposed_batch` in bench/bench.py, not minisweep code) which yields bit-identical batches. '
-              'For scale, the bare training step per batch (wall time, all cores) is in the last row.', '',
+        L += ['', '### Where the CPU batch time goes', '',
+              f"Milliseconds of single-thread CPU time per batch of {res['breakdown'][0]['batch_size']} (`time.thread_time`, median "
+              'of 15; barely disturbed by other load): minisweep\'s CPU path now (`cpu_batch`) against the path it replaced and '
+              'that path\'s steps. For scale, the bare training step per batch (wall time, all cores) is in the last rows.', '',
               '| step | ' + ' | '.join(f'{s} px' for s in sizes) + ' |', '|---|' + '---|' * len(sizes)]
         for k in res['breakdown'][0]['parts']:
             L.append(f'| {k} | ' + ' | '.join(f"{b['parts'][k]:.1f}" for b in res['breakdown']) + ' |')
@@ -764,7 +749,7 @@ def report(res: dict) -> str:
                 r = next((r for r in res['train'] if r['model'] == m and r['image_size'] == sz and not r['compile']), None)
                 row.append(f"{1e3 * r['bare']['batch_size'] / r['bare']['ips']:.0f}" if r else '-')
             L.append(f'| for scale: bare {m} training step (wall, {res["info"]["cores"]} threads) | ' + ' | '.join(row) + ' |')
-        L.append('| proposed path gives identical batches | ' + ' | '.join('yes' if b['identical'] else '**no**' for b in res['breakdown']) + ' |')
+        L.append('| `cpu_batch` gives batches identical to the old path | ' + ' | '.join('yes' if b['identical'] else '**no**' for b in res['breakdown']) + ' |')
 
     L += ['', '## 3. Decode once', '',
           '`decoded_split` into a fresh `MINISWEEP_CACHE`, every core decoding (the seed-style pipeline pays the decode of '
@@ -827,21 +812,19 @@ def findings(res: dict) -> list:
         verdict = 'meets' if ratio >= 0.9 else 'misses'
         line = f"- {tag}: minisweep runs at {ratio:.2f}x the bare loop ({basis}; {verdict} the 0.9x target)"
         if r.get('seed'): line += f", {r['ratio_minisweep_seed']:.2f}x the seed-style pipeline"
-        if 'bare_fused' in r:
+        if 'bare_before' in r:
             pick = lambda d: d['quiet'] if d['quiet'] is not None else d['all']
-            line += (f"; with both proposed fixes {pick(r['rounds_fixed_minisweep']):.2f}x as fast as today, "
-                     f"{pick(r['rounds_fixed_bare_fused']):.2f}x the bare loop with fused SGD")
+            line += (f"; {pick(r['rounds_now_before']):.2f}x as fast as before the CPU fixes, which ran at "
+                     f"{pick(r['rounds_before_bare_before']):.2f}x a bare loop with the old SGD")
         out.append(line + '.')
     for r in res['data']:
         out.append(f"- Data path alone at {r['image_size']} px ({r['dataset']}): minisweep's batches come {r['ratio']:.1f}x as fast "
                    f"as the seed-style loader's ({r['minisweep']['ips']:,.0f} vs {r['seed']['ips']:,.0f} images/s).")
     for b in res.get('breakdown', []):
-        p = b['parts']; whole = p['whole batch: normalize(crop_flip(images[idx]))']
-        prop = p['proposed: per-image crop view, one copy to float NCHW, in-place normalise']
-        out.append(f"- CPU batch cost at {b['image_size']} px: {whole:.1f} ms of CPU per batch today "
-                   f"(normalize {p['normalize (channels_last=False on CPU)']:.1f}, crop_flip {p['crop_flip (advanced indexing)']:.1f}, "
-                   f"gather {p['images[idx] (gather from the cache)']:.1f}); the proposed path {prop:.1f} ms ({whole / prop:.1f}x less), "
-                   f"{'identical' if b['identical'] else 'NOT identical'} batches.")
+        p = b['parts']; whole = p['before, whole batch: normalize(crop_flip(images[idx]))']
+        now = p['now: cpu_batch (per-image crop view, one copy to float NCHW, in-place normalise)']
+        out.append(f"- CPU batch cost at {b['image_size']} px: {now:.1f} ms of CPU per batch with `cpu_batch`, against {whole:.1f} ms "
+                   f"for the old path ({whole / now:.1f}x), {'identical' if b['identical'] else 'NOT identical'} batches.")
     for name, r in (('sweep', res.get('sweep')), ('demo', res.get('demo'))):
         if r and r.get('available'):
             out.append(f"- {name}: exit status {r['rc']}, {r['wall']:.0f} s" + (f", {r['builds']} cache builds" if 'builds' in r else '') + '.')
@@ -950,7 +933,7 @@ def _sections(args, res, save, dataset, copy, cache, work, device, small, large,
     for s in args.image_sizes: res['data'].append(measure_data_only(args, s, data_for(s), device))
     if device.type == 'cpu':
         log('where the CPU batch time goes ...')
-        for s in args.image_sizes: res['breakdown'].append(data_breakdown(args, s, data_for(s)))
+        res['breakdown'] = [b for b in (data_breakdown(args, s, data_for(s)) for s in args.image_sizes) if b]
 
     log('3b. decode once in a sweep ...')
     save('the sweep')
