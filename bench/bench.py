@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument('--no-demo', action='store_true', help='skip the demo run (skipped by --quick unless --demo)')
     p.add_argument('--sweep', action='store_true', help='run the sweep check even with --quick')
     p.add_argument('--demo', action='store_true', help='run the demo even with --quick')
+    p.add_argument('--no-memory', action='store_true', help='skip the memory check of one training run on the whole split '
+                   '(skipped by --quick unless --memory)')
+    p.add_argument('--memory', action='store_true', help='run the memory check even with --quick')
     p.add_argument('--work-dir', default=str(REPO / 'bench/out'), help='caches, the 500x375 copy, runs (never committed)')
     p.add_argument('--out', default=str(REPO / 'BENCHMARKS.md'))
     p.add_argument('--json', default=None, help='raw results; default WORK_DIR/bench.json')
@@ -62,6 +65,7 @@ def parse_args(argv=None):
     a.seconds = a.seconds or (0.5 if a.quick else 2.0)
     a.copy_per_class = a.copy_per_class or (2 if a.quick else 20)
     if a.quick: a.no_sweep, a.no_demo, a.before = a.no_sweep or not a.sweep, a.no_demo or not a.demo, False
+    if a.quick: a.no_memory = a.no_memory or not a.memory
     if a.batch_size < 1: p.error('--batch-size must be at least 1')
     return a
 
@@ -629,6 +633,43 @@ def demo_check(args, work: Path) -> dict:
         f"{r['baseline_rss_mb'] or float('nan'):.0f} MB")
     return r
 
+def memory_check(args, dataset, work: Path) -> list:
+    """Peak RSS of one `minisweep train` process on the whole training split (cache of real size), per model, against
+    the cache it maps plus the model: the memory target. Also the RSS of a process that only imports the same modules."""
+    ok, why = has_command('train')
+    if not ok:
+        log(f'  train not available ({why})'); return [dict(available=False, why=why)]
+    from minisweep.data import load_splits
+    n_classes = len(load_splits(str(dataset), ('train',))['train'].classes)
+    mb = model_bytes(n_classes)
+    base = run_monitored([sys.executable, '-c', 'import torch, torchvision, datasets, minisweep.train, minisweep.cli'],
+                         sub_env(work / 'mem-cache'), work / 'mem-baseline.log', timeout=300)
+    rows = []
+    for m in args.models:
+        cache, out = work / 'mem-cache', work / f'mem-run-{m}'
+        for d in (cache, out): shutil.rmtree(d, ignore_errors=True)
+        cmd = [minisweep_exe(), 'train', '--model', m, '--subset-sizes', '1', '--num-epochs', '1', '--batch-size',
+               str(args.batch_size), '--image-size', '64', '--dataset', str(dataset), '--checkpoint-dir', str(out)]
+        with Contention() as c: r = run_monitored(cmd, sub_env(cache), work / f'mem-{m}.log', timeout=3600)
+        cache_mb = sum(q.stat().st_size for q in cache.glob('*.npy')) / 2**20
+        params_mb = mb[m] / 2**20
+        r.update(available=True, model=m, contention=c.as_dict(), cache_mb=cache_mb, params_mb=params_mb,
+                 train_state_mb=3 * params_mb, baseline_rss_mb=base.get('peak_rss_one_mb'),
+                 )
+        peak, b0 = r.get('peak_rss_one_mb'), r['baseline_rss_mb']
+        if peak is not None:
+            r['ratio_params'] = peak / (cache_mb + params_mb)
+            r['ratio_state'] = peak / (cache_mb + r['train_state_mb'])
+            if b0 is not None:
+                r['ratio_params_above_base'] = (peak - b0) / (cache_mb + params_mb)
+                r['ratio_state_above_base'] = (peak - b0) / (cache_mb + r['train_state_mb'])
+        log(f"  memory, {m}: exit {r['rc']}, {r['wall']:.0f}s, peak RSS {fmt(peak, 0)} MB, caches {cache_mb:.0f} MB, "
+            f"parameters {params_mb:.0f} MB; peak / (cache + parameters) {fmt(r.get('ratio_params'), 2)}, "
+            f"above the import baseline ({fmt(b0, 0)} MB) {fmt(r.get('ratio_params_above_base'), 2)}")
+        shutil.rmtree(out, ignore_errors=True)
+        rows.append(r)
+    return rows
+
 # --------------------------------------------------------------------------------------------------------------------
 # report
 
@@ -793,7 +834,31 @@ def report(res: dict) -> str:
               f"| model (fp32 parameters) | " + ', '.join(f'{k} {v:.0f} MB' for k, v in dm['params_mb'].items()) + ' |',
               f"| training state of the largest (weights + grads + momentum) | {dm['train_state_mb']:.0f} MB |",
               f"| target: peak < 1.5 x (cache + model state) | {dm['target_mb']:.0f} MB: **{'met' if ok else 'not met'}** |"]
+        if dm.get('peak_rss_one_mb') and dm.get('baseline_rss_mb'):
+            above = dm['peak_rss_one_mb'] - dm['baseline_rss_mb']
+            L.append(f"| largest process above the import baseline / (cache + model state) | {above:,.0f} MB / "
+                     f"{dm['cache_mb'] + dm['train_state_mb']:,.0f} MB = **{above / (dm['cache_mb'] + dm['train_state_mb']):.2f}x** |")
         if dm.get('peak_gpu_mib'): L.append(f"| peak GPU memory used (nvidia-smi) | {dm['peak_gpu_mib']:.0f} MiB |")
+    mem = res.get('memory')
+    L += ['', '## 5. Memory of one training run at the real cache size', '']
+    if 'memory' not in res: L.append('Not reached (incomplete run).')
+    elif mem is None: L.append('Skipped (`--no-memory`, or `--quick` without `--memory`).')
+    elif mem and not mem[0].get('available'): L.append(f"**Not available**: `minisweep train --help` failed ({mem[0]['why']}).")
+    else:
+        L += ['The demo\'s caches are 9 MB, so its memory says little about the cache. Here one `minisweep train` process trains each '
+              'model for one epoch on the **whole** training split of the 64 px dataset (all of its cache is mapped and read), '
+              'validates, and saves its checkpoints; its RSS is polled every 0.2 s. *Import baseline*: a process that only '
+              'imports the same modules (`import torch, torchvision, datasets, minisweep.train, minisweep.cli`).', '',
+              '| model | exit | seconds | decoded caches (train + validation) | parameters | training state (weights + grads + momentum) | '
+              '**peak RSS** | import baseline RSS | peak / (cache + parameters) | peak / (cache + training state) | '
+              '**above the baseline: / (cache + parameters)** | above the baseline: / (cache + training state) | other load (cores) |',
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+        for r in mem:
+            L.append(f"| {r['model']} | {r['rc']} | {r['wall']:.0f} | {r['cache_mb']:,.0f} MB | {r['params_mb']:,.0f} MB | {r['train_state_mb']:,.0f} MB | "
+                     f"**{fmt(r.get('peak_rss_one_mb'), 0)} MB** | {fmt(r.get('baseline_rss_mb'), 0)} MB | {fmt(r.get('ratio_params'), 2)} | "
+                     f"{fmt(r.get('ratio_state'), 2)} | **{fmt(r.get('ratio_params_above_base'), 2)}** | {fmt(r.get('ratio_state_above_base'), 2)} | "
+                     f"{r['contention']['other_cores']:.2f} |")
+            if r.get('peak_gpu_mib'): L.append(f"|   GPU memory used (nvidia-smi, peak) | | | | | | {r['peak_gpu_mib']:.0f} MiB | | | | | | |")
     L += ['', '## Findings (computed from this run)', ''] + res.get('findings', ['(none)']) + ['']
     notes = Path(__file__).with_name('ANALYSIS.md')
     if notes.exists(): L += [notes.read_text().strip(), '']
@@ -825,6 +890,12 @@ def findings(res: dict) -> list:
         now = p['now: cpu_batch (per-image crop view, one copy to float NCHW, in-place normalise)']
         out.append(f"- CPU batch cost at {b['image_size']} px: {now:.1f} ms of CPU per batch with `cpu_batch`, against {whole:.1f} ms "
                    f"for the old path ({whole / now:.1f}x), {'identical' if b['identical'] else 'NOT identical'} batches.")
+    for r in res.get('memory') or []:
+        if r.get('available') and r.get('ratio_params') is not None:
+            ab = r.get('ratio_params_above_base')
+            out.append(f"- memory, {r['model']} on the whole training split: peak RSS {r['peak_rss_one_mb']:,.0f} MB = {r['ratio_params']:.2f}x "
+                       f"(cache + parameters) ({'meets' if r['ratio_params'] < 1.5 else 'misses'} 1.5x as stated); above the import "
+                       f"baseline {fmt(ab, 2)}x ({'meets' if ab is not None and ab < 1.5 else 'misses'} 1.5x).")
     for name, r in (('sweep', res.get('sweep')), ('demo', res.get('demo'))):
         if r and r.get('available'):
             out.append(f"- {name}: exit status {r['rc']}, {r['wall']:.0f} s" + (f", {r['builds']} cache builds" if 'builds' in r else '') + '.')
@@ -938,6 +1009,9 @@ def _sections(args, res, save, dataset, copy, cache, work, device, small, large,
     log('3b. decode once in a sweep ...')
     save('the sweep')
     res['sweep'] = None if args.no_sweep else sweep_check(args, dataset, work)
+    log('5. memory at the real cache size ...')
+    save('memory')
+    res['memory'] = None if args.no_memory else memory_check(args, dataset, work)
     log('4. demo ...')
     save('the demo')
     res['demo'] = None if args.no_demo else demo_check(args, work)
