@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sweep.ipynb #c003
 from __future__ import annotations
-import contextlib, ctypes, datetime as dt, fcntl, json, math, os, platform, signal, subprocess, sys, tempfile, time
+import contextlib, ctypes, datetime as dt, fcntl, json, math, os, platform, re, signal, subprocess, sys, tempfile, time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -15,8 +15,8 @@ from .train import TrainConfig, check_writable, is_complete
 
 # %% auto #0
 __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
-           'train_notebook', 'curves_notebook', 'notebook_error', 'execute_job', 'gpu_count', 'fmt_secs', 'Progress',
-           'run_local', 'SweepResult', 'failure_table', 'run_sweep']
+           'train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count',
+           'fmt_secs', 'Progress', 'run_local', 'SweepResult', 'failure_table', 'run_sweep']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -179,6 +179,22 @@ def notebook_error(path: Path) -> str | None:
                 return f"cell {i}: {o.get('ename')}: {str(o.get('evalue'))[:300]}"
     return None
 
+# raised by minisweep's modules, or by the train notebook's own cells (the job defines `train_run` in its kernel)
+_WARNING = re.compile(r'(?:/minisweep/\w+\.py|/ipykernel_\d+/\d+\.py|<ipython-input-[^>]*>):\d+: (\w*Warning: .*)')
+
+def notebook_warnings(path: Path) -> list:
+    "The warnings minisweep's own code raised in an executed notebook ('UserWarning: message'), in order, without repeats."
+    try: nb = json.loads(Path(path).read_text())
+    except (OSError, ValueError): return []
+    found = []
+    for cell in nb.get('cells', []):
+        for o in cell.get('outputs', []):
+            if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
+                text = ''.join(o.get('text', '')) if isinstance(o.get('text'), list) else o.get('text', '')
+                for m in _WARNING.finditer(text):
+                    if m.group(1) not in found: found.append(m.group(1))
+    return found
+
 def execute_job(notebook: Path,           # notebook to execute
                 out_nb: Path,             # executed notebook to write
                 params: dict,             # papermill parameters
@@ -204,7 +220,7 @@ def execute_job(notebook: Path,           # notebook to execute
         err = f'papermill exited with {p.returncode}: {tail[-1][:300] if tail else "no message"}'
     return False, err, secs
 
-# %% ../nbs/05_sweep.ipynb #c015
+# %% ../nbs/05_sweep.ipynb #c017
 def gpu_count() -> int:
     "GPUs visible to this process (without initialising CUDA in it)."
     try:
@@ -267,7 +283,7 @@ def run_local(jobs: list, on_start, on_end, n_gpus: int = 0):
     for t in threads: t.start()
     for t in threads: t.join()
 
-# %% ../nbs/05_sweep.ipynb #c018
+# %% ../nbs/05_sweep.ipynb #c020
 @dataclass
 class SweepResult:
     "What a sweep did: the record, the failures, and where the results and figures went."
@@ -312,10 +328,14 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
         failures = []
         def on_start(key, slot):
             rec.update(key, state='running', started=now()); prog.start(key, slot)
+        run_dirs = {k: d for k, _, d in jobs}
         def on_end(key, ok, err, secs, **extra):
-            rec.update(key, state='done' if ok else 'failed', ended=now(), seconds=round(secs, 1), **extra, **({} if ok else {'error': err}))
+            warned = notebook_warnings(Path(run_dirs[key]) / 'train.ipynb')
+            rec.update(key, state='done' if ok else 'failed', ended=now(), seconds=round(secs, 1), **extra,
+                       **({} if ok else {'error': err}), **({'warnings': warned} if warned else {}))
             if not ok: failures.append((key, err))
             prog.finish(key, ok, secs, err)
+            for w in warned: log(f'  {key}: {w}')
         if jobs:
             if executor == 'local': run_local(jobs, on_start, on_end, n_gpus=gpu_count() if sweep.train.get('device', 'auto') in ('auto', 'cuda') else 0)
             else:

@@ -343,6 +343,9 @@ def test_truncated_last_pt_restarts_the_run_with_one_warning(reference, tmp_path
     said = notebook_outputs(out / R2 / 'train.ipynb')      # the run's record: its kernel's warnings are there
     warned = [l for l in said.splitlines() if 'UserWarning' in l and 'starting the run again from scratch' in l]
     assert len(warned) == 1 and f'{last} cannot be read' in warned[0], said[-3000:]
+    shown = [l for l in p.stdout.splitlines() if l.startswith(f'  {R2}: UserWarning: {last} cannot be read')]
+    assert len(shown) == 1, p.stdout[-3000:]                       # and the sweep's terminal says it, under the run's line
+    assert json.loads((out / 'sweep.json').read_text())['runs'][R2]['warnings'] == [shown[0].split(': ', 1)[1]]
     log = [json.loads(l) for l in (out / R2 / 'log.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in log] == [1, 2]
     assert log[0]['seconds'] != reference['logs'][R2][0]['seconds']   # epoch 1 was trained again: restarted from scratch
