@@ -14,8 +14,8 @@ from torch import nn
 from .data import UserError
 
 # %% auto #0
-__all__ = ['MODELS', 'ModelSpec', 'model_spec', 'check_image_size', 'create_model', 'default_lr', 'n_params', 'smallest_input',
-           'model_table']
+__all__ = ['MODELS', 'ModelSpec', 'vgg_init', 'model_spec', 'check_image_size', 'create_model', 'default_lr', 'n_params',
+           'smallest_input', 'model_table']
 
 # %% ../nbs/01_models.ipynb #c005
 @dataclass
@@ -25,9 +25,20 @@ class ModelSpec:
     min_size: int            # smallest input side it accepts, in pixels
     lr: float                # default learning rate at batch size 128
     note: str = ''           # one line for the model table
+    init: Callable | None = None  # called as init(model) on the fresh network; None: torchvision's initialisation
+
+def vgg_init(model: nn.Module) -> nn.Module:
+    "torchvision's initialisation of VGG: He-normal (fan-out) convolutions, N(0, 0.01) linear layers, zero biases."
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01); nn.init.zeros_(m.bias)
+    return model
 
 MODELS = {
-    'alexnet': ModelSpec(torchvision.models.alexnet, 63, 0.02, 'Krizhevsky et al. 2012, no normalisation layers'),
+    'alexnet': ModelSpec(torchvision.models.alexnet, 63, 0.02, 'Krizhevsky et al. 2012, no normalisation layers', vgg_init),
     'resnet18': ModelSpec(torchvision.models.resnet18, 32, 0.2, 'He et al. 2016, BatchNorm and residual connections'),
 }
 
@@ -51,7 +62,8 @@ def create_model(name: str,                    # a key of `MODELS`
     spec = model_spec(name)
     if image_size is not None: check_image_size(name, image_size)
     if num_classes < 2: raise UserError(f'a classifier needs at least 2 classes, got {num_classes}')
-    return spec.build(weights=None, num_classes=num_classes)
+    model = spec.build(weights=None, num_classes=num_classes)
+    return spec.init(model) if spec.init else model
 
 def default_lr(name: str, batch_size: int) -> float:
     "The model's learning rate scaled linearly from batch size 128 to `batch_size`."
@@ -61,7 +73,7 @@ def n_params(model: nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-# %% ../nbs/01_models.ipynb #c010
+# %% ../nbs/01_models.ipynb #c012
 def smallest_input(name: str, num_classes: int = 10, upto: int = 256) -> int:
     "The smallest square input side on which `name` runs a forward pass, found by trying."
     model = create_model(name, num_classes).eval()
