@@ -8,7 +8,7 @@
 # 2. runs bench/bench.py at 227 px for AlexNet and ResNet18 on the GPU fast path (uint8 cache on the device, bf16
 #    autocast, channels_last, cudnn.benchmark) and once more under torch.compile, against the bare loop and the
 #    seed-style DataLoader (one worker per core, pinned memory), plus the decode-once check of a small sweep;
-# 3. runs a short real sweep at 227 px and times it;
+# 3. times each speed switch flipped (bench/switches.py), then runs a short real sweep at 227 px and times it;
 # 4. prints a short table last.
 # Everything it writes goes to bench/out/ (git-ignored): BENCHMARKS-gpu.md, bench-gpu.json, logs, caches, runs.
 # Environment knobs: BATCH (default 256), EPOCHS (short sweep, default 2), PER_CLASS (500x375 copy, default 50).
@@ -48,6 +48,10 @@ say "benchmark at 227 px (eager and torch.compile), bare loop and seed-style pip
 "$PY" bench/bench.py --device cuda --image-sizes 227 --models alexnet resnet18 --batch-size "$BATCH" --compile \
   --copy-per-class "$PER_CLASS" --dataset "$DATA" --no-demo \
   --out "$OUT/BENCHMARKS-gpu.md" --json "$OUT/bench-gpu.json" 2>&1 | tee "$OUT/bench-gpu.log"
+
+say "each speed switch flipped, side by side (bench/switches.py) at 227 px on the 500x375 copy"
+"$PY" bench/switches.py --device cuda --image-size 227 --batch-size "$BATCH" \
+  --dataset "$(ls -d "$OUT"/mini-500x375-* 2>/dev/null | head -1)" --out "$OUT/switches-gpu.md" 2>&1 | tee "$OUT/switches-gpu.log" || true
 
 say "short real sweep at 227 px ($EPOCHS epochs, 1/2 and 1/4 of the data, both models)"
 rm -rf "$OUT/gpu-sweep" "$OUT/gpu-sweep-cache" "$OUT/gpu-sweep-figures"

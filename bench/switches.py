@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""What each of minisweep's speed switches gives, measured side by side on this machine.
+
+For each model: minisweep's own training loop (`MinisweepLoop` of bench.py: `prepare_data`, `create_model`,
+`make_optimizer` and `_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
+each switch flipped, all timed round-robin in the same rounds (median of the repeats, training images/s). Switches:
+
+- everywhere: `bf16` (autocast) off; fused SGD off (the for-loop SGD `make_optimizer` used before);
+- on the CPU: `cpu_batch` off (the old batch path: `normalize(crop_flip(images[idx]))`, bit-identical batches);
+- on CUDA: `channels_last` off, `cache_on_device` off (the uint8 cache stays in pinned host memory), `compile` on.
+
+    .venv/bin/python bench/switches.py [--models alexnet resnet18] [--image-size 64] [--batch-size 64] [--repeats 5]
+
+Prints a Markdown table and writes it to bench/out/switches.md (or --out). Not a test: figures, not assertions.
+"""
+import argparse, dataclasses, os, statistics, sys, time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench  # noqa: E402  (the benchmark's loops and helpers)
+
+
+class Variant(bench.MinisweepLoop):
+    "minisweep's loop, optionally with the for-loop SGD or the old CPU batch path swapped back in."
+    def __init__(self, cfg, device, for_loop_sgd=False, old_batches=False):
+        super().__init__(cfg, device)
+        if for_loop_sgd:
+            from minisweep.train import run_length
+            length = run_length(self.data['n_train'], cfg)
+            self.opt, self.sched = bench.old_optimizer(self.model, cfg, length['total_steps'], length['warmup_steps'], device)
+        if old_batches: bench.patch_batches_before(self.data['train'])
+
+
+def variants(device) -> list:
+    "(label, TrainConfig changes, Variant options) of every switch that applies on `device`."
+    v = [('defaults', {}, {}), ('bf16 off', dict(bf16=False), {}), ('fused SGD off (for-loop SGD)', {}, dict(for_loop_sgd=True))]
+    if device.type == 'cpu': v.append(('cpu_batch off (old batch path)', {}, dict(old_batches=True)))
+    else: v += [('channels_last off', dict(channels_last=False), {}), ('cache_on_device off (pinned host cache)', dict(cache_on_device=False), {}),
+                ('compile on', dict(compile=True), {})]
+    return v
+
+
+def measure(args, model, device) -> list:
+    base = bench.make_cfg(args, model, args.image_size, args.dataset, device)
+    base = dataclasses.replace(base, compile=False)
+    loops = []
+    for label, changes, opts in variants(device):
+        cfg = dataclasses.replace(base, **changes)
+        loop = Variant(cfg, device, **opts)
+        bench.warm_up(loop.train, device, min_steps=3, min_seconds=2.0 if device.type == 'cpu' else 5.0)
+        loops.append((label, loop))
+    per_step = bench.timed(loops[0][1].train, 2, device) / 2
+    steps = max(1, round(args.seconds / per_step))
+    ips = {label: [] for label, _ in loops}
+    for _ in range(args.repeats):
+        for label, loop in loops:
+            ips[label].append(steps * args.batch_size / bench.timed(loop.train, steps, device))
+    d = statistics.median(ips['defaults'])
+    rows = [dict(model=model, switch=label, ips=statistics.median(ips[label]), ratio=statistics.median(ips[label]) / d,
+                 spread=(min(ips[label]), max(ips[label])), steps=steps) for label, _ in loops]
+    for r in rows: bench.log(f"  {model} {r['switch']}: {r['ips']:.0f} img/s ({r['ratio']:.2f}x the defaults)")
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--dataset', default=str(Path(__file__).resolve().parents[1].parent / 'shared/data/tiny-imagenet-100'))
+    p.add_argument('--models', nargs='+', default=['alexnet', 'resnet18'])
+    p.add_argument('--image-size', type=int, default=64)
+    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--seconds', type=float, default=2.0, help='target seconds of one timed repeat (default 2)')
+    p.add_argument('--device', default='auto')
+    p.add_argument('--out', default=str(Path(__file__).parent / 'out' / 'switches.md'))
+    args = p.parse_args(argv)
+    from minisweep.train import resolve_device
+    from minisweep.data import UserError
+    try: device = resolve_device(args.device)
+    except UserError as e: print(f'switches: {e}', file=sys.stderr); return 2
+    if not (Path(args.dataset) / 'data').is_dir():
+        print(f'switches: dataset {args.dataset} not found (give --dataset)', file=sys.stderr); return 2
+    if device.type == 'cpu': torch.set_num_threads(bench.n_cores())
+    else: torch.backends.cudnn.benchmark = True
+    info = bench.machine_info(device)
+    rows = []
+    with bench.Contention() as c:
+        for m in args.models: rows += measure(args, m, device)
+    L = [f"# minisweep's speed switches, side by side", '',
+         f"{info['cpu']} x{info['cores']}, {info['gpu']}, device {device}; torch {info['torch']}; minisweep {info['minisweep']} "
+         f"(git {info['commit']}); {info['date']}. Model at {args.image_size} px, batch {args.batch_size}, `{Path(args.dataset).name}`; "
+         f"median of {args.repeats} round-robin repeats; other load {c.as_dict()['other_cores']:.2f} cores.", '',
+         '| model | switch | training images/s | vs the defaults | spread (min-max) |', '|---|---|---|---|---|']
+    L += [f"| {r['model']} | {r['switch']} | {r['ips']:,.0f} | **{r['ratio']:.2f}x** | {r['spread'][0]:,.0f}-{r['spread'][1]:,.0f} |" for r in rows]
+    md = '\n'.join(L) + '\n'
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True); Path(args.out).write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
