@@ -654,8 +654,7 @@ def memory_check(args, dataset, work: Path) -> list:
         cache_mb = sum(q.stat().st_size for q in cache.glob('*.npy')) / 2**20
         params_mb = mb[m] / 2**20
         r.update(available=True, model=m, contention=c.as_dict(), cache_mb=cache_mb, params_mb=params_mb,
-                 train_state_mb=3 * params_mb, baseline_rss_mb=base.get('peak_rss_one_mb'),
-                 )
+                 train_state_mb=3 * params_mb, baseline_rss_mb=base.get('peak_rss_one_mb'))
         peak, b0 = r.get('peak_rss_one_mb'), r['baseline_rss_mb']
         if peak is not None:
             r['ratio_params'] = peak / (cache_mb + params_mb)

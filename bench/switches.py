@@ -13,7 +13,7 @@ each switch flipped, all timed round-robin in the same rounds (median of the rep
 
 Prints a Markdown table and writes it to bench/out/switches.md (or --out). Not a test: figures, not assertions.
 """
-import argparse, dataclasses, os, statistics, sys, time
+import argparse, dataclasses, statistics, sys
 from pathlib import Path
 
 import torch
@@ -43,8 +43,7 @@ def variants(device) -> list:
 
 
 def measure(args, model, device) -> list:
-    base = bench.make_cfg(args, model, args.image_size, args.dataset, device)
-    base = dataclasses.replace(base, compile=False)
+    base = bench.make_cfg(args, model, args.image_size, args.dataset, device)     # minisweep's defaults (compile off)
     loops = []
     for label, changes, opts in variants(device):
         cfg = dataclasses.replace(base, **changes)
