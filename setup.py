@@ -16,16 +16,17 @@ expected = cfg_keys + "lib_name user branch license status min_python audience l
 for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
+# (name, classifier, SPDX expression): the SPDX expression is the license; current setuptools warns on license classifiers
 licenses = {
-    'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License'),
-    'mit': ('MIT License', 'OSI Approved :: MIT License'),
+    'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License', 'Apache-2.0'),
+    'mit': ('MIT License', 'OSI Approved :: MIT License', 'MIT'),
 }
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = cfg.get('requirements', '').split()
 dev_requirements = (cfg.get('dev_requirements') or '').split()
-lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
+lic = licenses.get(cfg['license'].lower(), (cfg['license'], None, cfg['license']))
 min_python = cfg['min_python']
 
 # The papermill jobs travel inside the package, so `pip install minisweep` + `minisweep sweep` works anywhere.
@@ -41,15 +42,16 @@ class BuildWithNotebooks(build_py):
 
 setuptools.setup(
     name=cfg['lib_name'],
-    license=lic[0],
+    license=lic[2],
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
                  'Natural Language :: ' + cfg['language'].title()]
-                + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]]
-                + (['License :: ' + lic[1]] if lic[1] else []),
+                + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
-    package_data={cfg['lib_path']: ['sample/*.md', 'sample/data/*.parquet', 'notebooks/*.ipynb']},
+    # the shipped sample's folders hold data, not code: declared as (namespace) packages so that their files are package data
+    packages=setuptools.find_namespace_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
+    package_data={cfg['lib_path']: ['notebooks/*.ipynb'], cfg['lib_path'] + '.sample': ['*.md'],
+                  cfg['lib_path'] + '.sample.data': ['*.parquet']},
     include_package_data=True,
     cmdclass={'build_py': BuildWithNotebooks},
     install_requires=requirements,
