@@ -119,6 +119,7 @@ class SweepRecord:
     def _read(self):
         if not self.path.exists(): return None
         try: d = json.loads(self.path.read_text())
+        except OSError as e: raise UserError(f'cannot read {self.path}: {e.strerror or e}') from None
         except ValueError: raise UserError(f'{self.path} is not readable JSON: move it away to start the sweep afresh') from None
         if d.get('format') != SWEEP_FORMAT: raise UserError(f'{self.path} is not a minisweep sweep record')
         return d
@@ -184,7 +185,8 @@ def sweep_lock(out: Path):
         old = os.pread(fd, 33, 0).strip()
         if old and not old.isdigit():
             raise UserError(f'{out / ".lock"} is not a lock file of a sweep (it holds other content): move it away')
-        os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try: os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError: pass                  # a full disk: the flock holds all the same, only the pid goes unsaid
         yield
     finally: os.close(fd)
 
