@@ -272,6 +272,11 @@ def _valid(path: Path, meta_path: Path) -> str:
     except Exception as e: return f'unreadable ({type(e).__name__}: {e})'
     return ''
 
+def _lock_file(path: Path):
+    "The cache's lock file, opened without truncating it or following a symbolic link (a cache folder may be shared)."
+    try: return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), 'r+')
+    except OSError as e: raise UserError(f'cannot open the cache lock {path}: {e.strerror or e}') from None
+
 def decoded_split(split: SplitData,          # the split to decode (from `load_splits`)
                   size: int,                 # side of the stored square, see `stored_size`
                   root: Path | None = None,  # cache folder; default `cache_dir()`
@@ -283,7 +288,7 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
     stem = f'{split.split}-{size}px-{cache_key(split, size)}'
     path, meta_path = root / f'{stem}.npy', root / f'{stem}.json'
     decoded, seconds = False, 0.0
-    with open(root / f'{stem}.lock', 'w') as lock:
+    with _lock_file(root / f'{stem}.lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)                     # a second process waits here, then reuses the file
         for stale in root.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)   # a killed build's leftovers
         problem = _valid(path, meta_path)
