@@ -47,7 +47,8 @@ def _read_results_file(path):
     except (ValueError, TypeError) as e: raise UserError(f'{path}: a numeric column holds text ({e})') from None
     for c in ('model', 'run_dir'):
         bad = [i for i, v in enumerate(df[c]) if not (isinstance(v, str) and v)]
-        if bad: raise UserError(f'{path}: run {bad[0]}: {c} must be a non-empty text, got {df[c].iloc[bad[0]]!r}')
+        v = df[c].iloc[bad[0]] if bad else None
+        if bad: raise UserError(f'{path}: run {bad[0]}: {c} must be a non-empty text, got {"null" if isinstance(v, float) or v is None else repr(v)}')
     finite = np.isfinite(df[_NUMERIC].to_numpy(float))
     if not finite.all():
         i, j = np.argwhere(~finite)[0]

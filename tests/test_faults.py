@@ -726,7 +726,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     (['curves', '{nanres}'], 'run 1: top5_error is nan, not a finite number'),
     (['curves', '{nullres}'], 'run 1: top1_error is nan, not a finite number'),
     (['curves', '{rundir12}'], 'run 1: run_dir must be a non-empty text, got 12'),
-    (['curves', '{modelnull}'], 'run 1: model must be a non-empty text, got None'),
+    (['curves', '{modelnull}'], 'run 1: model must be a non-empty text, got null'),
     # demo
     (['demo', '--frobnicate'], 'unrecognized arguments'),
     (['demo', '--device', 'tpu'], "unknown device 'tpu'"),
