@@ -156,11 +156,11 @@ class SweepRecord:
         for r in self.data['runs'].values(): out[r['state']] = out.get(r['state'], 0) + 1
         return out
 
-def _open_lock(path: Path) -> tuple:
-    "(fd, created) of the lock file at `path`, never following a symbolic link; refuses a file a sweep did not make."
+def _open_lock(path: Path) -> int:
+    "The lock file at `path`, opened without following a symbolic link; refuses a file a sweep did not make."
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        try: return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        try: return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)       # made here: ours
         except FileExistsError: fd = os.open(path, flags)
     except OSError as e:
         if e.errno == errno.ELOOP: raise UserError(f'{path} is a symbolic link: refusing to follow it (remove it; a sweep makes its own)') from None
@@ -169,14 +169,14 @@ def _open_lock(path: Path) -> tuple:
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 32:
         os.close(fd)
         raise UserError(f'{path} is not a lock file of a sweep (a special file, a hard link or other content): move it away')
-    return fd, False
+    return fd
 
 @contextlib.contextmanager
 def sweep_lock(out: Path):
     "Hold the sweep folder's lock, or refuse when another live sweep holds it."
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise UserError(f'cannot use {out} as a sweep folder: {e.strerror or e}') from None
-    fd, created = _open_lock(out / '.lock')
+    fd = _open_lock(out / '.lock')
     try:
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
