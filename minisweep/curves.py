@@ -27,7 +27,7 @@ def _read_results_file(path):
     path = Path(path)
     if not path.is_file(): raise UserError(f'results file not found: {path}')
     if path.suffix.lower() == '.csv':
-        try: df = pd.read_csv(path)
+        try: df = pd.read_csv(path, dtype={'model': str, 'run_dir': str})
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
             raise UserError(f'{path}: not a readable CSV results file ({e})') from None
     else:
@@ -45,6 +45,17 @@ def _read_results_file(path):
     if missing: raise UserError(f'{path}: not a minisweep results file (missing columns: {", ".join(missing)})')
     try: df[_NUMERIC] = df[_NUMERIC].apply(pd.to_numeric)
     except (ValueError, TypeError) as e: raise UserError(f'{path}: a numeric column holds text ({e})') from None
+    for c in ('model', 'run_dir'):
+        bad = [i for i, v in enumerate(df[c]) if not (isinstance(v, str) and v)]
+        v = df[c].iloc[bad[0]] if bad else None
+        if bad: raise UserError(f'{path}: run {bad[0]}: {c} must be a non-empty text, got {"null" if isinstance(v, float) or v is None else repr(v)}')
+    finite = np.isfinite(df[_NUMERIC].to_numpy(float))
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
+        raise UserError(f'{path}: run {i}: {_NUMERIC[j]} is {df[_NUMERIC[j]].iloc[i]}, not a finite number')
+    for c in ('top1_error', 'top5_error', 'val_top5_error', 'subset_size'):
+        bad = np.flatnonzero(~df[c].between(0, 1))
+        if len(bad): raise UserError(f'{path}: run {bad[0]}: {c} is {df[c].iloc[bad[0]]}, outside [0, 1]')
     if (df.n_train <= 0).any(): raise UserError(f'{path}: n_train must be positive')
     df['model'] = df.model.astype(str)
     df['results_file'] = str(path)

@@ -56,6 +56,7 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id or local folder in the
     path = Path(dataset).expanduser()
     if not path.exists() and not _is_hub_id(dataset): raise UserError(f'dataset folder {dataset} does not exist')
     if path.exists() and not path.is_dir(): raise UserError(f'dataset {dataset} is a file, not a dataset folder')
+    if path.is_dir(): _check_parquet_files(path, dataset)
     datasets.logging.set_verbosity_error(); datasets.disable_progress_bars()
     try: dd = datasets.load_dataset(str(path) if path.exists() else dataset)
     except Exception as e:
@@ -72,8 +73,29 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id or local folder in the
         if not isinstance(feat, datasets.ClassLabel): raise UserError(f'dataset {dataset}: the label column is {type(feat).__name__}, not a ClassLabel')
         if not isinstance(ds.features['image'], datasets.Image): raise UserError(f'dataset {dataset}: the image column is not an Image feature')
         if len(ds) == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty')
-        out[split] = SplitData(ds, np.asarray(ds['label'], dtype=np.int64), list(feat.names), dataset, split)
+        labels = np.asarray(ds['label'], dtype=np.int64)
+        outside = np.flatnonzero((labels < 0) | (labels >= len(feat.names)))
+        if len(outside): raise UserError(f'dataset {dataset}, split {split!r}, row {outside[0]}: label {labels[outside[0]]} is outside '
+                                         f'the {len(feat.names)} classes of the label column (0 to {len(feat.names) - 1})')
+        if split == 'train':
+            empty = np.flatnonzero(np.bincount(labels, minlength=len(feat.names)) == 0)
+            if len(empty): raise UserError(f'dataset {dataset}: class {feat.names[empty[0]]!r} (label {empty[0]}) has no training images'
+                                           f'{f" ({len(empty)} classes have none)" if len(empty) > 1 else ""}: a model cannot learn it; '
+                                           f'add its images or remove it from the class list')
+        out[split] = SplitData(ds, labels, list(feat.names), dataset, split)
     return out
+
+def _check_parquet_files(path: Path, dataset: str):
+    "Name the split of an empty parquet file (no bytes, or no rows) in one line, before `datasets` fails on it."
+    import pyarrow.parquet as pq
+    rows = {}
+    for f in sorted(path.rglob('*.parquet')):
+        split = re.match(r'[a-z]+', f.name); split = split.group(0) if split else f.stem   # data/<split>-00000-of-00001.parquet
+        if f.stat().st_size == 0: raise UserError(f'dataset {dataset}, split {split!r}: {f} is an empty file (0 bytes)')
+        try: rows[split] = rows.get(split, 0) + pq.ParquetFile(f).metadata.num_rows
+        except Exception as e: raise UserError(f'dataset {dataset}, split {split!r}: {f} is not a readable parquet file ({type(e).__name__}: {e})') from None
+    for split, n in rows.items():
+        if n == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty: its parquet files hold no rows')
 
 # %% ../nbs/00_data.ipynb #c014
 def check_fraction(fraction: float) -> float:
@@ -250,6 +272,11 @@ def _valid(path: Path, meta_path: Path) -> str:
     except Exception as e: return f'unreadable ({type(e).__name__}: {e})'
     return ''
 
+def _lock_file(path: Path):
+    "The cache's lock file, opened without truncating it or following a symbolic link (a cache folder may be shared)."
+    try: return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), 'r+')
+    except OSError as e: raise UserError(f'cannot open the cache lock {path}: {e.strerror or e}') from None
+
 def decoded_split(split: SplitData,          # the split to decode (from `load_splits`)
                   size: int,                 # side of the stored square, see `stored_size`
                   root: Path | None = None,  # cache folder; default `cache_dir()`
@@ -261,7 +288,7 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
     stem = f'{split.split}-{size}px-{cache_key(split, size)}'
     path, meta_path = root / f'{stem}.npy', root / f'{stem}.json'
     decoded, seconds = False, 0.0
-    with open(root / f'{stem}.lock', 'w') as lock:
+    with _lock_file(root / f'{stem}.lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)                     # a second process waits here, then reuses the file
         for stale in root.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)   # a killed build's leftovers
         problem = _valid(path, meta_path)

@@ -85,7 +85,10 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
     if split not in SPLITS: raise UserError(f'unknown split {split!r}: choose one of {", ".join(SPLITS)}')
     if not path.is_file(): raise UserError(f'checkpoint {path} not found')
     try: ck = load_checkpoint(path)
-    except CorruptCheckpoint as e: raise UserError(str(e)) from None
+    except CorruptCheckpoint as e:
+        fix = (f': to recover, delete the run folder {path.parent} and train that run again (rerunning its sweep does)'
+               if path.name == 'best.pt' and is_complete(path.parent) else '')
+        raise UserError(f'{e}{fix}') from None
     cfg = TrainConfig.from_dict(ck['config'])
     dataset = cfg.dataset if dataset is None else str(dataset)
     data = load_splits(dataset or sample_dataset(), (split,))[split]

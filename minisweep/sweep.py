@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sweep.ipynb #c003
 from __future__ import annotations
-import contextlib, ctypes, datetime as dt, fcntl, json, math, os, platform, re, signal, subprocess, sys, tempfile, time
+import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, re, shutil, stat, subprocess, sys, tempfile, time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -37,6 +37,12 @@ class Sweep:
         if not self.subset_sizes: raise UserError('no subset sizes given: the grid is empty')
         if not self.seeds: raise UserError('no seeds given: the grid is empty')
         self.subset_sizes = sorted({check_fraction(f) for f in self.subset_sizes}, reverse=True)
+        folders = {}                      # run folders name a fraction to 4 decimals: two fractions must not share one
+        for f in self.subset_sizes:
+            if f'{f:.4f}' in folders:
+                raise UserError(f'subset sizes {folders[f"{f:.4f}"]:g} and {f:g} would share the run folder subset_{f:.4f}: '
+                                f'give fractions that differ in their first 4 decimals')
+            folders[f'{f:.4f}'] = f
         self.models = list(dict.fromkeys(self.models)); self.seeds = sorted({int(s) for s in self.seeds})
         unknown = set(self.train) - {f.name for f in fields(TrainConfig)}
         if unknown: raise UserError(f'unknown training setting(s): {", ".join(sorted(unknown))}')
@@ -113,6 +119,7 @@ class SweepRecord:
     def _read(self):
         if not self.path.exists(): return None
         try: d = json.loads(self.path.read_text())
+        except OSError as e: raise UserError(f'cannot read {self.path}: {e.strerror or e}') from None
         except ValueError: raise UserError(f'{self.path} is not readable JSON: move it away to start the sweep afresh') from None
         if d.get('format') != SWEEP_FORMAT: raise UserError(f'{self.path} is not a minisweep sweep record')
         return d
@@ -127,7 +134,21 @@ class SweepRecord:
         "Change the record of run `key` and save."
         self.data['runs'][key].update(kw); self.save()
 
-    def save(self): atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
+    def save(self):
+        try: atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
+        except OSError as e:
+            raise UserError(f'cannot write {self.path} ({e.strerror or e}): the runs finished so far are kept; '
+                            f'make room or make the folder writable, then rerun the same command') from None
+
+    def from_disk(self) -> list:
+        "Mark `failed` every run recorded `done` whose `metrics.json` is gone from disk; returns their (key, error)."
+        lost = []
+        for key, r in self.data['runs'].items():
+            if r['state'] == 'done' and not is_complete(Path(self.sweep.out) / r['run_dir']):
+                err = f'finished, but {r["run_dir"]}/metrics.json is gone (folder deleted?): rerun the same command to train it again'
+                r.update(state='failed', error=err); lost.append((key, err))
+        if lost: self.save()
+        return lost
 
     def states(self) -> dict:
         "How many runs are in each state."
@@ -135,22 +156,39 @@ class SweepRecord:
         for r in self.data['runs'].values(): out[r['state']] = out.get(r['state'], 0) + 1
         return out
 
+def _open_lock(path: Path) -> int:
+    "The lock file at `path`, opened without following a symbolic link; refuses a file a sweep did not make."
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        try: return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)       # made here: ours
+        except FileExistsError: fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP: raise UserError(f'{path} is a symbolic link: refusing to follow it (remove it; a sweep makes its own)') from None
+        raise UserError(f'cannot use {path.parent} as a sweep folder: {e.strerror or e}') from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 32:
+        os.close(fd)
+        raise UserError(f'{path} is not a lock file of a sweep (a special file, a hard link or other content): move it away')
+    return fd
+
 @contextlib.contextmanager
 def sweep_lock(out: Path):
     "Hold the sweep folder's lock, or refuse when another live sweep holds it."
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        f = open(out / '.lock', 'a+')
+    try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise UserError(f'cannot use {out} as a sweep folder: {e.strerror or e}') from None
+    fd = _open_lock(out / '.lock')
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0); pid = f.read().strip() or '?'
-        f.close()
-        raise UserError(f'another sweep (pid {pid}) is running in {out}: wait for it, or use another --out') from None
-    f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
-    try: yield
-    finally: f.close()
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
+            raise UserError(f'another sweep (pid {pid}) is running in {out}: wait for it, or use another --out') from None
+        old = os.pread(fd, 33, 0).strip()
+        if old and not old.isdigit():
+            raise UserError(f'{out / ".lock"} is not a lock file of a sweep (it holds other content): move it away')
+        try: os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError: pass                  # a full disk: the flock holds all the same, only the pid goes unsaid
+        yield
+    finally: os.close(fd)
 
 # %% ../nbs/05_sweep.ipynb #c012
 def train_notebook() -> Path:
@@ -164,10 +202,13 @@ def curves_notebook() -> Path:
     "The curves notebook, executed as the sweep's report."
     return train_notebook().with_name('04_curves.ipynb')
 
-def _die_with_parent():
-    "Child side of `subprocess.Popen`: get SIGKILL when the parent dies (Linux)."
-    try: ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError): pass
+# `python -c _DIE_WITH_PARENT PARENT_PID PROGRAM ARGS...`: SIGKILL on the parent's death (Linux PR_SET_PDEATHSIG, kept
+# across exec), give up if the parent is already gone, then exec PROGRAM
+_DIE_WITH_PARENT = """import ctypes, os, sys
+try: ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, 9)
+except (OSError, AttributeError): pass
+if os.getppid() != int(sys.argv[1]): os._exit(1)
+os.execv(sys.argv[2], sys.argv[2:])"""
 
 def notebook_error(path: Path) -> str | None:
     "'cell N: Error: message' for the first cell of an executed notebook that raised, else None."
@@ -201,17 +242,18 @@ def execute_job(notebook: Path,           # notebook to execute
                 env: dict | None = None,  # extra environment variables for the kernel
                 timeout: float | None = None,  # seconds before the job is killed
                ) -> tuple:
-    "Run papermill in a child process; returns (ok, error message or None, seconds)."
+    "Run papermill in a child process that dies with this one, without the chapter's checks, in an empty private folder; returns (ok, error message or None, seconds)."
     out_nb.parent.mkdir(parents=True, exist_ok=True)
-    pfile = out_nb.with_name('.params.json'); atomic_write_text(pfile, json.dumps(params))
-    cmd = [sys.executable, '-m', 'papermill', str(notebook), str(out_nb), '-f', str(pfile), '--no-progress-bar',
-           '--log-level', 'ERROR', '--cwd', str(out_nb.parent), '-k', 'python3']
+    work = tempfile.mkdtemp(prefix='minisweep-job-')          # the job's working directory: nothing to import there
+    pfile = Path(work) / 'params.json'; atomic_write_text(pfile, json.dumps({**params, 'checks': False}))
+    cmd = [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), sys.executable, '-m', 'papermill', str(notebook),
+           str(out_nb), '-f', str(pfile), '--no-progress-bar', '--log-level', 'ERROR', '--cwd', work, '-k', 'python3']
     t0 = time.perf_counter()
     try:
-        p = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
-                           preexec_fn=_die_with_parent)
+        p = subprocess.run(cmd, cwd=work, env={**os.environ, 'PYTHONSAFEPATH': '1', **(env or {})}, capture_output=True,
+                           text=True, timeout=timeout)
     except subprocess.TimeoutExpired: return False, f'timed out after {timeout} s', time.perf_counter() - t0
-    finally: pfile.unlink(missing_ok=True)
+    finally: shutil.rmtree(work, ignore_errors=True)
     secs = time.perf_counter() - t0
     if p.returncode == 0: return True, None, secs
     err = notebook_error(out_nb)
@@ -342,6 +384,7 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
                 from minisweep.ray_executor import run_ray
                 run_ray(jobs, on_start, on_end, **executor_kw)
         else: log(f'all {len(sweep.runs())} runs of {out} are done already')
+        failures += rec.from_disk()                     # a finished run whose folder was deleted meanwhile
         result = SweepResult(out, rec.states(), failures)
         if rec.states().get('done'):
             from minisweep.evaluate import evaluate_runs
@@ -352,6 +395,7 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
                                          dict(results=str(result.results), out_dir=str(Path(figures).expanduser().absolute())))
                 if not ok: failures.append(('curves', err))
                 else: result.figures = sorted(Path(figures).glob('*.png'))
+        failures += rec.from_disk()
         rec.data['ended'] = now(); rec.save()
         result.states = rec.states()
         if failures: log('failures:\n' + failure_table(failures))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #c003
 from __future__ import annotations
-import json, math, os, random, tempfile, time, warnings
+import json, math, os, pickle, random, tempfile, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,10 +19,10 @@ from .data import (UserError, Batches, atomic_write_text, check_fraction, decode
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['SELECT_ON', 'CKPT_FORMAT', 'TrainConfig', 'resolve_device', 'param_groups', 'lr_factor', 'make_optimizer',
-           'run_length', 'topk_correct', 'autocast', 'bf16_supported', 'predict', 'split_metrics', 'atomic_save',
-           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete',
-           'prepare_data', 'train_run']
+__all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TrainConfig', 'resolve_device', 'param_groups', 'lr_factor',
+           'make_optimizer', 'run_length', 'topk_correct', 'autocast', 'bf16_supported', 'predict', 'split_metrics',
+           'atomic_save', 'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log',
+           'is_complete', 'prepare_data', 'train_run']
 
 # %% ../nbs/02_train.ipynb #c006
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
@@ -193,15 +193,24 @@ def atomic_save(obj, path: Path):
         Path(tmp).unlink(missing_ok=True); raise
 
 class CorruptCheckpoint(Exception):
-    "A checkpoint file that exists but cannot be read."
+    "A checkpoint file that exists but cannot be read, or that is not a minisweep checkpoint."
 
-def load_checkpoint(path: Path, map_location='cpu') -> dict:
-    "Read a checkpoint written by `atomic_save`, or raise `CorruptCheckpoint` naming the file."
-    try: ck = torch.load(path, map_location=map_location, weights_only=False)
+CKPT_KEYS = ('model', 'config', 'epoch', 'classes')                 # in every checkpoint
+RESUME_KEYS = CKPT_KEYS + ('optimizer', 'scheduler', 'state', 'rng')  # also in last.pt
+
+def load_checkpoint(path: Path, map_location='cpu', keys=CKPT_KEYS) -> dict:
+    "Read a checkpoint written by `atomic_save` (tensors and plain data only: no code runs), or raise `CorruptCheckpoint` naming the file."
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError: raise
+    except pickle.UnpicklingError as e:
+        if 'weights only' in str(e).lower():
+            raise CorruptCheckpoint(f'{path} is not a minisweep checkpoint (it holds Python objects): refusing to unpickle it') from None
+        raise CorruptCheckpoint(f'{path} cannot be read ({type(e).__name__}: {str(e)[:120]})') from None
     except Exception as e: raise CorruptCheckpoint(f'{path} cannot be read ({type(e).__name__}: {str(e)[:120]})') from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
         raise CorruptCheckpoint(f'{path} is not a minisweep checkpoint')
+    missing = [k for k in keys if k not in ck] + (['config'] if 'config' in ck and not isinstance(ck['config'], dict) else [])
+    if missing: raise CorruptCheckpoint(f'{path} is a damaged minisweep checkpoint: it has no {", ".join(missing)}')
     return ck
 
 # %% ../nbs/02_train.ipynb #c021
@@ -218,12 +227,18 @@ def check_writable(path: Path) -> Path:
     return path
 
 def _rng_state(device: torch.device) -> dict:
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
-                cuda=torch.cuda.get_rng_state_all() if device.type == 'cuda' else None)
+    "Every generator's state as tensors, lists and numbers (what a weights-only load reads); on CUDA the current device's only."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), python=random.getstate(),
+                numpy=dict(kind=kind, keys=keys.tolist(), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)),
+                cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None)
 
 def _set_rng_state(s: dict):
-    torch.set_rng_state(s['torch']); np.random.set_state(s['numpy']); random.setstate(s['python'])
-    if s.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
+    "Restore what `_rng_state` saved; the CUDA state goes to the current device, however many GPUs the saving run saw."
+    n = s['numpy']
+    torch.set_rng_state(s['torch']); random.setstate(s['python'])
+    np.random.set_state((n['kind'], np.array(n['keys'], dtype=np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    if s.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
 
 def _seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
@@ -321,7 +336,7 @@ def train_run(cfg: TrainConfig) -> dict:
     last = run_dir / 'last.pt'
     if last.exists():
         try:
-            ck = load_checkpoint(last)
+            ck = load_checkpoint(last, keys=RESUME_KEYS)
             _check_same_run(run_dir, ck['config'], cfg)
             model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
             state = ck['state']; _set_rng_state(ck['rng'])

@@ -588,6 +588,23 @@ def bad(tmp_path_factory):
         empty=d / 'empty', file=d / 'a_file', other=d / 'other.json', notjson=d / 'bad.json', othercsv=d / 'other.csv')
     paths['empty'].mkdir()
     paths['file'].write_text('not a folder\n')
+    three = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b', 'c'])})
+    paths['noclass'] = write('noclass', ('train', 'validation', 'test'), rows, three)            # class 'c': no image
+    paths['zerobyte'] = write('zerobyte', ('train', 'validation', 'test'), rows, good)
+    (paths['zerobyte'] / 'data' / 'test-00000-of-00001.parquet').write_bytes(b'')
+    paths['norows'] = write('norows', ('train', 'validation'), rows, good)
+    datasets.Dataset.from_dict({'image': [], 'label': []}, features=good).to_parquet(str(d / 'norows' / 'data' / 'test-00000-of-00001.parquet'))
+    paths['badlabel'] = write('badlabel', ('train', 'validation', 'test'), rows, good)
+    import pyarrow as pa, pyarrow.parquet as pq                     # label 5 of 2 classes in row 2 (the HF features kept)
+    f = paths['badlabel'] / 'data' / 'train-00000-of-00001.parquet'
+    t = pq.read_table(f); i = t.schema.get_field_index('label')
+    pq.write_table(t.set_column(i, t.schema.field(i), pa.array([0, 1, 5, 1], type=t.schema.field(i).type)), f)
+    row = dict(model='resnet18', subset_size=0.5, seed=0, n_train=200, top1_error=0.5, top5_error=0.2, test_loss=1.5,
+               best_epoch=1, val_top5_error=0.2, train_seconds=3.0, num_classes=10, run_dir='resnet18/subset_0.5000/seed_0')
+    for name, change in dict(nanres={'top5_error': float('nan')}, nullres={'top1_error': None}, rundir12={'run_dir': 12},
+                             modelnull={'model': None}).items():
+        paths[name] = d / f'{name}.json'
+        paths[name].write_text(json.dumps({'format': 'minisweep.results/1', 'runs': [row, {**row, 'subset_size': 0.25, **change}]}))
     paths['other'].write_text(json.dumps({'format': 'something/else', 'rows': []}))
     paths['notjson'].write_text('{not json')
     paths['othercsv'].write_text('a,b\n1,2\n')
@@ -601,7 +618,20 @@ def runs(tmp_path_factory, reference):
     shutil.copytree(reference['out'] / R2, d / 'finished' / R2)         # evaluated already: eval_test.json is there
     (d / 'unfinished' / 'run').mkdir(parents=True)
     shutil.copy2(reference['out'] / R2 / 'last.pt', d / 'unfinished' / 'run' / 'last.pt')
-    return dict(finished=d / 'finished', unfinished=d / 'unfinished', results=reference['out'] / 'results.json')
+    import torch
+    ck = load_checkpoint(reference['out'] / R2 / 'best.pt')
+    for name, obj in (('crafted', {**ck, 'model': Payload(d / 'payload-ran')}), ('noconfig', {k: v for k, v in ck.items() if k != 'config'})):
+        shutil.copytree(reference['out'] / R2, d / name / R2)
+        (d / name / R2 / 'eval_test.json').unlink()
+        torch.save(obj, d / name / R2 / 'best.pt')
+    return dict(finished=d / 'finished', unfinished=d / 'unfinished', results=reference['out'] / 'results.json',
+                crafted=d / 'crafted', noconfig=d / 'noconfig', payload=d / 'payload-ran')
+
+
+class Payload:
+    "Pickled, it asks the loader to make a folder: what a crafted checkpoint would do with a harmful call."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (os.mkdir, (self.marker,))
 
 
 SW = ['sweep', *ONE_RUN, '--out', '{tmp}/sw']            # a valid, cheap sweep: each case spoils one thing
@@ -650,6 +680,11 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*SW, '--dataset', '{nocols}'], "no 'image' and no 'label' column"),
     ([*SW, '--dataset', '{intlabel}'], 'not a ClassLabel'),
     ([*SW, '--out', '{file}'], '{file}'),
+    ([*SW, '--subset-sizes', '0.03749', '0.03751'], 'would share the run folder subset_0.0375'),
+    ([*SW, '--dataset', '{noclass}'], "class 'c' (label 2) has no training images"),
+    ([*SW, '--dataset', '{zerobyte}'], "split 'test': {zerobyte}/data/test-00000-of-00001.parquet is an empty file (0 bytes)"),
+    ([*SW, '--dataset', '{norows}'], "split 'test' is empty"),
+    ([*SW, '--dataset', '{badlabel}'], "split 'train', row 2: label 5 is outside the 2 classes"),
     # train
     (['train'], 'required: --model'),
     ([*TR, '--frobnicate'], 'unrecognized arguments'),
@@ -678,6 +713,8 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*EV, '--checkpoint-dir', '{finished}', '--split', 'train'], "invalid choice: 'train'"),
     ([*EV, '--checkpoint-dir', '{finished}', '--device', 'tpu'], "unknown device 'tpu'"),
     (['eval', '--model', 'alexnet', '--checkpoint-dir', '{finished}'], 'no finished run of alexnet'),
+    ([*EV, '--checkpoint-dir', '{crafted}'], 'is not a minisweep checkpoint (it holds Python objects): refusing to unpickle it'),
+    ([*EV, '--checkpoint-dir', '{noconfig}'], 'is a damaged minisweep checkpoint: it has no config'),
     # curves
     (['curves'], 'required: results'),
     (['curves', '/nonexistent/results.json'], 'results file not found'),
@@ -686,6 +723,10 @@ BAD_INPUT = [   # (argv, what the one line must say)
     (['curves', '{notjson}'], 'not a JSON results file'),
     (['curves', '{othercsv}'], 'missing columns'),
     (['curves', '{results}', '--out', '{file}'], '{file}'),
+    (['curves', '{nanres}'], 'run 1: top5_error is nan, not a finite number'),
+    (['curves', '{nullres}'], 'run 1: top1_error is nan, not a finite number'),
+    (['curves', '{rundir12}'], 'run 1: run_dir must be a non-empty text, got 12'),
+    (['curves', '{modelnull}'], 'run 1: model must be a non-empty text, got null'),
     # demo
     (['demo', '--frobnicate'], 'unrecognized arguments'),
     (['demo', '--device', 'tpu'], "unknown device 'tpu'"),
@@ -702,10 +743,109 @@ def _case_id(argv: list) -> str:
 @pytest.mark.parametrize('argv, says', BAD_INPUT, ids=[_case_id(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_line_and_exit_2(cli, bad, request, tmp_path, argv, says):
     paths = dict(bad)
-    if any(k in ' '.join(argv) for k in ('{finished}', '{unfinished}', '{results}')): paths.update(request.getfixturevalue('runs'))
+    if any(k in ' '.join(argv) for k in ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')):
+        paths.update(request.getfixturevalue('runs'))
     fill = lambda s: s.format(tmp=tmp_path, **paths)
     rc, out, err = cli(*map(fill, argv), cwd=tmp_path)
     lines = visible_lines(err)
     assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, f'exit status {rc}, stderr:\n{err[-3000:]}'
     assert fill(says) in lines[0], lines[0]
     assert not list(tmp_path.rglob('*.pt')), 'a bad argument started training'
+    if '{crafted}' in argv: assert not Path(paths['payload']).exists(), 'the crafted checkpoint ran its code'
+
+
+# --- 11. planted modules, links and foreign files in the sweep folder ----------------------------------------------------
+
+PLANT = "open({marker!r}, 'a').write({name!r} + '\\n')\nraise ImportError('planted {name} was imported')\n"
+
+
+def test_a_module_planted_in_the_run_folder_is_not_imported(tmp_path):
+    """`torch.py` and `numpy.py` in the run folder and in the sweep folder (where the curves report runs): the jobs import
+    neither (they run in an empty private folder, with PYTHONSAFEPATH). A one-model, one-size, one-seed grid, with figures."""
+    out, marker = tmp_path / 'sweep', tmp_path / 'planted-ran'
+    for folder in (out / 'resnet18' / 'subset_0.1250' / 'seed_0', out):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ('torch', 'numpy'): (folder / f'{name}.py').write_text(PLANT.format(marker=str(marker), name=name))
+    args = [a if a != '' or i == 0 or ONE_RUN[i - 1] != '--figures' else str(tmp_path / 'fig') for i, a in enumerate(ONE_RUN)]
+    p = run_cli('sweep', *args, '--out', out, cwd=out)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert not marker.exists(), f'a planted module ran: {marker.read_text()}'
+    assert states(out) == {'resnet18/subset_0.1250/seed_0': 'done'}
+    assert {'resnet18_curve.png', 'curves.png', 'summary.md'} <= {f.name for f in (tmp_path / 'fig').iterdir()}
+
+
+@pytest.mark.parametrize('kind', ['symlink', 'hardlink', 'other content'])
+def test_a_lock_file_the_sweep_did_not_make_is_refused_and_left_alone(cli, tmp_path, kind):
+    out, precious = tmp_path / 'sweep', tmp_path / 'precious.txt'
+    out.mkdir(); precious.write_text('a file of the user\n')
+    if kind == 'symlink': (out / '.lock').symlink_to(precious)
+    elif kind == 'hardlink': os.link(precious, out / '.lock')
+    else: (out / '.lock').write_text('a file of the user\n')
+    rc, _, err = cli('sweep', *ONE_RUN, '--out', out, cwd=tmp_path)
+    lines = visible_lines(err)
+    assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+    assert f'{out}/.lock is ' in lines[0] and ('symbolic link' in lines[0] if kind == 'symlink' else 'move it away' in lines[0])
+    assert precious.read_text() == 'a file of the user\n'
+    if kind == 'other content': assert (out / '.lock').read_text() == 'a file of the user\n'
+    assert not (out / 'sweep.json').exists()
+
+
+# --- 12. lost work: a finished run deleted during the sweep, an unwritable sweep.json, a damaged best.pt ------------------
+
+def test_a_finished_run_deleted_during_the_sweep_is_reported_and_trained_again_on_rerun(reference, tmp_path):
+    "Decision: the sweep reports it (failed, exit 1); the same command trains it again."
+    out = tmp_path / 'sweep'
+    p = start(['sweep', *GRID, '--out', out], tmp_path)
+    assert poll(lambda: (out / R1 / 'metrics.json').exists() and states(out).get(R2) == 'running', p), output(p)
+    shutil.rmtree(out / R1)
+    p.wait(timeout=600)
+    assert p.returncode == 1, output(p)
+    run = json.loads((out / 'sweep.json').read_text())['runs'][R1]
+    assert run['state'] == 'failed' and 'metrics.json is gone' in run['error'] and 'rerun' in run['error'], run
+    assert f'| {R1} |' in raw_text(p.logs[0])                     # in the failure table
+    assert list(results(out)) == [('resnet18', 0.125, 0)]         # results hold what is on disk
+    again = run_cli('sweep', *GRID, '--out', out, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert results(out) == reference['results'] and set(states(out).values()) == {'done'}
+
+
+@pytest.mark.parametrize('errno_', [28, 30], ids=['disk full', 'read-only'])
+def test_an_unwritable_sweep_json_is_one_line(reference, tmp_path, monkeypatch, capsys, errno_):
+    "The console script's own `main`, in this process: writing sweep.json fails as a full disk or a read-only folder would."
+    import minisweep.sweep
+    from minisweep.cli import main
+    out = copy_sweep(reference['out'], tmp_path / 'sweep')
+    def refuse(path, text):
+        if Path(path).name == 'sweep.json': raise OSError(errno_, os.strerror(errno_))
+    monkeypatch.setattr(minisweep.sweep, 'atomic_write_text', refuse)
+    assert main(['sweep', *GRID, '--out', str(out)]) == 2
+    lines = visible_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f'cannot write {out}/sweep.json ({os.strerror(errno_)})' in lines[0], lines
+    assert 'rerun the same command' in lines[0]
+
+
+def test_a_damaged_best_pt_of_a_finished_run_says_how_to_recover(reference, cli, tmp_path):
+    out = copy_sweep(reference['out'], tmp_path / 'sweep')
+    best = out / R2 / 'best.pt'
+    best.write_bytes(best.read_bytes()[:1000])
+    rc, _, err = cli('sweep', *GRID, '--out', out, cwd=tmp_path)
+    lines = visible_lines(err)
+    assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+    assert f'{best} cannot be read' in lines[0] and f'delete the run folder {out / R2} and train that run again' in lines[0]
+    shutil.rmtree(out / R2)                                       # what the line says
+    again = run_cli('sweep', *GRID, '--out', out, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert results(out) == reference['results']
+
+
+def test_a_crafted_last_pt_runs_no_code_and_the_run_starts_again(tmp_path):
+    from minisweep.train import CKPT_FORMAT, TrainConfig, train_run
+    import torch
+    cfg = TrainConfig(model='resnet18', subset_size=0.125, image_size=64, num_epochs=1, batch_size=32, device='cpu',
+                      bf16=False, progress=False, out_dir=str(tmp_path / 'run'))
+    (tmp_path / 'run').mkdir()
+    torch.save({'format': CKPT_FORMAT, 'config': {}, 'model': Payload(tmp_path / 'payload-ran')}, tmp_path / 'run' / 'last.pt')
+    with pytest.warns(UserWarning, match='refusing to unpickle it: starting the run again from scratch'):
+        m = train_run(cfg)
+    assert not (tmp_path / 'payload-ran').exists()
+    assert m['epochs_run'] == 1 and load_checkpoint(tmp_path / 'run' / 'last.pt')['epoch'] == 1

@@ -99,3 +99,20 @@ def test_a_folder_of_another_grid_is_refused(local_sweep):
                   '--out', local_sweep['out'], cwd=local_sweep['root'])
     assert p.returncode == 2 and 'another grid' in p.stderr and '--out' in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('grid, runs', [
+    (['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0'], 2),                 # one model
+    (['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2),             # one size, both models
+    (['--models', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0', '1'], 2),                   # one size, two seeds
+], ids=['one model', 'one size', 'one size two seeds'])
+def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs):
+    """The curves report asserts nothing about a user's results: one model, one size, one seed each end with exit 0 and
+    their figures (both models and two sizes: `test_sweep_writes_everything`; one run: the planted-module case of
+    test_faults.py)."""
+    p = minisweep('sweep', *grid, *SMALL, '--device', 'cpu', '--out', tmp_path / 's', '--figures', tmp_path / 'fig', cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    models = grid[grid.index('--models') + 1:grid.index('--subset-sizes')]
+    assert {f'{m}_curve.png' for m in models} | {'curves.png', 'summary.md', 'training_curves.png'} <= {f.name for f in (tmp_path / 'fig').iterdir()}
+    assert len(json.loads((tmp_path / 's' / 'results.json').read_text())['runs']) == runs
+    assert 'figures: none' not in p.stdout
