@@ -14,7 +14,7 @@ Measured side by side, in one run, on one machine, with the same model, batch an
    the cache plus the model.
 
 It prints everything and writes BENCHMARKS.md (and bench/out/bench.json). Run it with `make bench` or
-`.venv/bin/python bench/bench.py`; `--quick` is a smoke run of about a minute. bench/gpu.sh runs it on a CUDA machine.
+`.venv/bin/python bench/bench.py`; `--quick` is a smoke run of about a minute. bench/device_check.sh checks the GPU path on a CUDA machine.
 """
 from __future__ import annotations
 import argparse, datetime, gc, io, itertools, json, os, platform, shutil, signal, statistics, subprocess, sys, threading, time
@@ -230,7 +230,7 @@ def round_ratios(a: dict, b: dict) -> dict:
 class MinisweepLoop:
     "minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `_epoch`, set up as `train_run` does."
     def __init__(self, cfg, device, before=False):
-        from minisweep.train import prepare_data, run_length, make_optimizer
+        from minisweep.train import prepare_data, run_length, make_optimizer, compile_model
         from minisweep.models import create_model
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed); np.random.seed(cfg.seed)
@@ -241,7 +241,7 @@ class MinisweepLoop:
         self.opt, self.sched = (old_optimizer if before else make_optimizer)(model, cfg, length['total_steps'], length['warmup_steps'], device)
         if before: patch_batches_before(self.data['train'])
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.model = torch.compile(model) if cfg.compile else model
+        self.model = compile_model(model) if cfg.compile else model
         self.n_classes, self.channels_last = len(self.data['classes']), self.data['train'].channels_last
         self.epoch, self.stream, self.last = 0, self._stream(), None
 
@@ -298,7 +298,7 @@ class BareLoop:
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **extra)
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.model = torch.compile(model) if cfg.compile else model
+        self.model = torch.compile(model, dynamic=False) if cfg.compile else model
         self.x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=mf)
         self.y = torch.randint(0, n_classes, (cfg.batch_size,), device=device)
         self.last = None
@@ -692,11 +692,11 @@ def report(res: dict) -> str:
          "Is the sweep bound by the accelerator, not by JPEG decoding? Everything below was measured side by side in **one run**",
          f"of `bench/bench.py` (`{res['command']}`), same machine, same model, batch size and image size per row.",
          "Reproduce with `make bench` (or `.venv/bin/python bench/bench.py`; `--quick` for a one-minute smoke run);",
-         "on a CUDA machine run `bash bench/gpu.sh`.", '']
+         "on a CUDA machine run `bash bench/device_check.sh` (offline, 8 minutes).", '']
     if info['gpu'] == 'none':
         L += ["> **No GPU was available for this run**: every number is from the CPU below. The GPU fast path (cache on the",
-              "> device, bf16, channels_last, `torch.compile`) is exercised by `bench/gpu.sh`, which is ready to run on a CUDA",
-              "> machine and prints its own table; its numbers are not in this file yet.", '']
+              "> device, bf16, channels_last, `torch.compile`) is checked by `bench/device_check.sh`, which is ready to run on a",
+              "> CUDA machine and writes its own report; no GPU has run it yet (see 'The GPU path' below).", '']
     if res.get('incomplete'):
         L += [f"> **Incomplete run**: it stopped during {res['incomplete']}; the sections after that are missing or empty.", '']
     oc = res.get('contention', {}).get('other_cores', 0)

@@ -7,7 +7,8 @@ each switch flipped, all timed round-robin in the same rounds (median of the rep
 
 - everywhere: `bf16` (autocast) off; fused SGD off (the for-loop SGD `make_optimizer` used before);
 - on the CPU: `cpu_batch` off (the old batch path: `normalize(crop_flip(images[idx]))`, bit-identical batches);
-- on CUDA: `channels_last` off, `cache_on_device` off (the uint8 cache stays in pinned host memory), `compile` on.
+- on CUDA: `channels_last` off, `cache_on_device` off (the uint8 cache stays the memory map on disk; each batch is
+  gathered into a pinned staging buffer and copied without blocking), `compile` on.
 
     .venv/bin/python bench/switches.py [--models alexnet resnet18] [--image-size 64] [--batch-size 64] [--repeats 5]
 
@@ -37,7 +38,7 @@ def variants(device) -> list:
     "(label, TrainConfig changes, Variant options) of every switch that applies on `device`."
     v = [('defaults', {}, {}), ('bf16 off', dict(bf16=False), {}), ('fused SGD off (for-loop SGD)', {}, dict(for_loop_sgd=True))]
     if device.type == 'cpu': v.append(('cpu_batch off (old batch path)', {}, dict(old_batches=True)))
-    else: v += [('channels_last off', dict(channels_last=False), {}), ('cache_on_device off (pinned host cache)', dict(cache_on_device=False), {}),
+    else: v += [('channels_last off', dict(channels_last=False), {}), ('cache_on_device off (memory-mapped host cache, pinned staging)', dict(cache_on_device=False), {}),
                 ('compile on', dict(compile=True), {})]
     return v
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #c003
 from __future__ import annotations
-import fcntl, hashlib, io, json, math, os, re, tempfile, time, warnings, zlib
+import fcntl, functools, hashlib, io, json, math, os, re, tempfile, time, warnings, zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 __all__ = ['DEFAULT_DATASET', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
            'SplitData', 'load_splits', 'check_fraction', 'subset_counts', 'subset_indices', 'fraction_grid',
            'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers',
-           'ImageCache', 'decoded_split', 'device_images', 'crop_flip', 'normalize', 'cpu_batch', 'Batches',
-           'class_counts', 'image_sizes', 'show_samples', 'make_sample']
+           'ImageCache', 'decoded_split', 'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch',
+           'Batches', 'class_counts', 'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c006
 class UserError(ValueError):
@@ -315,13 +315,26 @@ def device_images(images: np.ndarray,        # (N, S, S, 3) uint8 cache
                   device='cpu',              # where the batches are needed
                   max_device_fraction=0.5,   # keep the cache on the GPU when it takes at most this share of free memory
                  ) -> torch.Tensor:
-    "The cache as a tensor: on the GPU when it fits, else in pinned host memory (CUDA), else the memory map itself (CPU)."
+    "The cache as a tensor: on the GPU when it fits, else the memory map itself (`Batches` stages its batches to the GPU)."
     t = torch.from_numpy(images)
     device = torch.device(device)
     if device.type != 'cuda': return t
     free, _ = torch.cuda.mem_get_info(device)
-    if images.nbytes <= max_device_fraction * free: return t.to(device)
-    return t.pin_memory()
+    return t.to(device) if images.nbytes <= max_device_fraction * free else t
+
+@functools.lru_cache(maxsize=None)
+def norm_constants(device: torch.device) -> tuple:
+    "The ImageNet mean and std in uint8 pixel units, (1, 3, 1, 1) float32 on `device`: built once per device."
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    return mean.to(device), std.to(device)
+
+def _gather_crops(xb, size, oy, ox, flip):
+    "Every crop (and flip) of the batch `xb` in one gather; the offsets are already on `xb`'s device."
+    ar = torch.arange(size, device=xb.device)
+    rows = oy[:, None] + ar
+    cols = torch.where(flip[:, None], ox[:, None] + ar.flip(0), ox[:, None] + ar)
+    return xb[torch.arange(xb.shape[0], device=xb.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 def crop_flip(xb: torch.Tensor,        # (B, S, S, 3) uint8 batch on the device
               size: int,               # side of the crop
@@ -330,17 +343,12 @@ def crop_flip(xb: torch.Tensor,        # (B, S, S, 3) uint8 batch on the device
     "Random (or centre) `size` crops and random horizontal flips of a whole batch in one gather: (B, size, size, 3)."
     B, S = xb.shape[0], xb.shape[1]
     if size > S: raise UserError(f'crop of {size} pixels is larger than the stored {S}')
-    oy, ox, flip = _crop_offsets(B, S, size, gen)
-    ar = torch.arange(size)
-    rows = oy[:, None] + ar
-    cols = torch.where(flip[:, None], ox[:, None] + ar.flip(0), ox[:, None] + ar)
-    rows, cols = rows.to(xb.device, non_blocking=True), cols.to(xb.device, non_blocking=True)
-    return xb[torch.arange(B, device=xb.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    oy, ox, flip = (t.to(xb.device, non_blocking=True) for t in _crop_offsets(B, S, size, gen))
+    return _gather_crops(xb, size, oy, ox, flip)
 
 def normalize(xb: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     "uint8 (B, H, W, 3) -> float32 (B, 3, H, W) normalised with the ImageNet mean and std."
-    mean = torch.tensor(IMAGENET_MEAN, device=xb.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=xb.device).view(1, 3, 1, 1) * 255
+    mean, std = norm_constants(xb.device)
     x = xb.permute(0, 3, 1, 2).float()                # NCHW view of NHWC memory: channels-last strides
     x = (x - mean) / std
     return x if channels_last else x.contiguous()
@@ -367,8 +375,7 @@ def cpu_batch(images: torch.Tensor,       # (N, S, S, 3) uint8 cache on the CPU
     for i, k in enumerate(idx.tolist()):
         v = images[k, oy[i]:oy[i] + size, ox[i]:ox[i] + size].permute(2, 0, 1)
         out[i].copy_(v.flip(2) if flip[i] else v)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
+    mean, std = norm_constants(out.device)
     return out.sub_(mean).div_(std)
 
 # %% ../nbs/00_data.ipynb #c037
@@ -394,6 +401,8 @@ class Batches:
         self.images = device_images(cache.images, self.device) if images is None else images
         self.labels = torch.as_tensor(cache.labels, dtype=torch.long).to(self.images.device)
         self.epoch_seed = 0
+        self.cpu_path = self.images.device.type == 'cpu' and self.device.type == 'cpu' and not channels_last
+        self.staging = None if self.images.device.type != 'cpu' or self.cpu_path else _Staging(self.bs, self.images.shape[1:], self.device)
 
     def __len__(self):
         n = len(self.indices)
@@ -404,23 +413,58 @@ class Batches:
         self.epoch_seed = seed * 1_000_003 + epoch
 
     def _batch(self, idx, gen):
-        if self.images.device.type == 'cpu' and self.device.type == 'cpu' and not self.channels_last:
-            return cpu_batch(self.images, idx, self.image_size, gen), self.labels[idx]
-        idx_d = idx.to(self.images.device, non_blocking=True)
-        xb = self.images[idx_d].to(self.device, non_blocking=True)
-        yb = self.labels[idx_d].to(self.device, non_blocking=True)
-        return normalize(crop_flip(xb, self.image_size, gen), self.channels_last), yb
+        "The CPU path: one batch by `cpu_batch`."
+        return cpu_batch(self.images, idx, self.image_size, gen), self.labels[idx]
+
+    def _device_batches(self, cuts, gen):
+        "Indices, labels and crop offsets of the whole epoch cross to the device once; each batch is then one gather there."
+        S, dev = self.images.shape[1], self.device
+        offsets = [_crop_offsets(len(idx), S, self.image_size, gen) for idx, _ in cuts]   # the draws of `cpu_batch`, in its order
+        oy, ox, flip = (_to_device(torch.cat(t), dev) for t in zip(*offsets))
+        idx_all = _to_device(torch.cat([idx for idx, _ in cuts]), self.images.device)
+        y_all = _to_device(self.labels[idx_all], dev)
+        start = 0
+        for idx, n in cuts:
+            s = slice(start, start + len(idx)); start += len(idx)
+            xb = self.images[idx_all[s]] if self.staging is None else self.staging(self.images, idx_all[s])
+            yield normalize(_gather_crops(xb, self.image_size, oy[s], ox[s], flip[s]), self.channels_last), y_all[s], n
 
     def __iter__(self):
         "Yields (x, y, n): n is the count of real images (less than the batch only when the last batch is padded)."
         gen = torch.Generator().manual_seed(self.epoch_seed) if self.train else None
         order = self.indices[torch.randperm(len(self.indices), generator=gen)] if self.train else self.indices
+        cuts = []
         for i in range(len(self)):
             idx = order[i * self.bs:(i + 1) * self.bs]
             n = len(idx)
             if n < self.bs and self.pad_last: idx = torch.cat([idx, idx[:1].expand(self.bs - n)])
+            cuts.append((idx, n))
+        if not self.cpu_path: yield from self._device_batches(cuts, gen); return
+        for idx, n in cuts:
             x, y = self._batch(idx, gen)
             yield x, y, n
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    "`t` on `device`; from the CPU to a GPU through pinned memory, without blocking the host."
+    if t.device.type == 'cpu' and torch.device(device).type == 'cuda': return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+class _Staging:
+    "Two pinned host buffers of one batch each: the host gathers a batch from the memory map while the last one crosses."
+    def __init__(self, batch_size: int, shape: tuple, device: torch.device):
+        pin = device.type == 'cuda'
+        self.bufs = [torch.empty((batch_size, *shape), dtype=torch.uint8, pin_memory=pin) for _ in range(2)]
+        self.copied, self.k, self.device = [None, None], 0, device
+
+    def __call__(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        k = self.k; self.k = 1 - k
+        if self.copied[k] is not None: self.copied[k].synchronize()   # the copy that last read this buffer is done
+        buf = torch.index_select(images, 0, idx, out=self.bufs[k][:len(idx)])
+        if self.device.type != 'cuda': return buf
+        xb = buf.to(self.device, non_blocking=True)
+        self.copied[k] = torch.cuda.Event(); self.copied[k].record()
+        return xb
+
 
 # %% ../nbs/00_data.ipynb #c042
 def class_counts(splits: dict) -> 'pd.DataFrame':

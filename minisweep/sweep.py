@@ -16,7 +16,7 @@ from .train import TrainConfig, check_writable, is_complete
 # %% auto #0
 __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
            'train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count',
-           'fmt_secs', 'Progress', 'run_local', 'SweepResult', 'failure_table', 'run_sweep']
+           'job_gpus', 'fmt_secs', 'Progress', 'run_local', 'SweepResult', 'failure_table', 'run_sweep']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -270,6 +270,14 @@ def gpu_count() -> int:
         return torch.cuda.device_count()
     except Exception: return 0
 
+def job_gpus(n_gpus: int,              # GPUs this process sees (`gpu_count`)
+             env: dict | None = None,  # the environment to read; default `os.environ`
+            ) -> list:
+    "The `CUDA_VISIBLE_DEVICES` value of each job slot: the entries of the parent's mask when it has one, else 0..n-1."
+    mask = (os.environ if env is None else env).get('CUDA_VISIBLE_DEVICES')
+    if mask is None: return [str(g) for g in range(n_gpus)]
+    return [e.strip() for e in mask.split(',') if e.strip()][:n_gpus]
+
 def fmt_secs(s: float) -> str:
     "Seconds as 1h02m, 3m05s or 12s."
     s = int(round(s))
@@ -319,9 +327,9 @@ def run_local(jobs: list, on_start, on_end, n_gpus: int = 0):
             try: key, params, run_dir = q.get_nowait()
             except queue.Empty: return
             with lock: on_start(key, f' on GPU {gpu}')
-            res = execute_job(nb, run_dir / 'train.ipynb', params, env={'CUDA_VISIBLE_DEVICES': str(gpu)})
+            res = execute_job(nb, run_dir / 'train.ipynb', params, env={'CUDA_VISIBLE_DEVICES': gpu})
             with lock: on_end(key, *res)
-    threads = [threading.Thread(target=worker, args=(g,)) for g in range(n_gpus)]
+    threads = [threading.Thread(target=worker, args=(g,)) for g in job_gpus(n_gpus)]
     for t in threads: t.start()
     for t in threads: t.join()
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #c003
 from __future__ import annotations
-import json, math, os, pickle, random, tempfile, time, warnings
+import functools, json, math, os, pickle, random, tempfile, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,15 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, device_images, file_mode,
+from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, file_mode,
                             load_splits, sample_dataset, stored_size, subset_indices)
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
 __all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TrainConfig', 'resolve_device', 'param_groups', 'lr_factor',
-           'make_optimizer', 'run_length', 'topk_correct', 'autocast', 'bf16_supported', 'predict', 'split_metrics',
-           'atomic_save', 'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log',
-           'is_complete', 'prepare_data', 'train_run']
+           'make_optimizer', 'run_length', 'topk_correct', 'autocast', 'bf16_supported', 'precision', 'compile_model',
+           'predict', 'split_metrics', 'atomic_save', 'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged',
+           'check_writable', 'read_log', 'is_complete', 'prepare_data', 'training_memory', 'cache_placement',
+           'train_run']
 
 # %% ../nbs/02_train.ipynb #c006
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
@@ -141,12 +142,25 @@ def autocast(device: torch.device, enabled: bool):
     "bf16 autocast on `device` when `enabled` and supported, else a no-op context."
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and bf16_supported(device))
 
+@functools.lru_cache(maxsize=None)
 def bf16_supported(device: torch.device) -> bool:
-    "Whether bf16 autocast pays off on `device`: CUDA with bf16, or a CPU with bf16 instructions (AVX512-BF16 or AMX)."
-    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
+    "Whether bf16 autocast pays off on `device`: a GPU of compute capability 8.0 or newer, or a CPU with AVX512-BF16 or AMX."
+    if device.type == 'cuda':
+        cc = torch.cuda.get_device_capability(device)
+        if cc >= (8, 0): return True
+        warnings.warn(f'GPU {device} has compute capability {cc[0]}.{cc[1]} (below 8.0: no bf16 convolutions): training in float32')
+        return False
     try: flags = Path('/proc/cpuinfo').read_text()
     except OSError: return False
     return ' avx512_bf16' in flags or ' amx_bf16' in flags
+
+def precision(device: torch.device, bf16: bool) -> str:
+    "The arithmetic of a run on `device`: 'bf16' (autocast) or 'fp32'."
+    return 'bf16' if bf16 and bf16_supported(device) else 'fp32'
+
+def compile_model(model: nn.Module, backend='inductor') -> nn.Module:
+    "`torch.compile` with static shapes: one graph for the training batches, one for the padded evaluation batches."
+    return torch.compile(model, dynamic=False, backend=backend)
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Batches, bf16: bool = True) -> tuple:
@@ -272,12 +286,36 @@ def prepare_data(cfg: TrainConfig, device: torch.device) -> dict:
     if cfg.batch_size > len(idx):
         raise UserError(f'batch size {cfg.batch_size} is larger than the {len(idx)} images of subset {cfg.subset_size}: '
                         f'use a batch size of at most {len(idx)}')
-    on_gpu = device.type == 'cuda' and cfg.cache_on_device
+    on = [False, False]
+    if device.type == 'cuda' and cfg.cache_on_device:
+        reserve = training_memory(cfg.model, len(train.classes), cfg.image_size, cfg.batch_size)
+        on = cache_placement([train.images.nbytes, val.images.nbytes], torch.cuda.mem_get_info(device)[0], reserve)
     cl = cfg.channels_last and device.type == 'cuda'
-    place = lambda c: device_images(c.images, device if on_gpu else 'cpu', 0.5 if on_gpu else 0)
-    train_b = Batches(train, cfg.image_size, cfg.batch_size, idx, train=True, device=device, channels_last=cl, images=place(train))
-    val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile, images=place(val))
+    place = lambda c, gpu: torch.from_numpy(c.images).to(device) if gpu else torch.from_numpy(c.images)
+    train_b = Batches(train, cfg.image_size, cfg.batch_size, idx, train=True, device=device, channels_last=cl, images=place(train, on[0]))
+    val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile, images=place(val, on[1]))
     return dict(train=train_b, val=val_b, n_train=len(idx), classes=train.classes)
+
+def training_memory(model: str, num_classes: int, image_size: int, batch_size: int) -> int:
+    "Bytes a training step needs on the GPU, estimated on the meta device: fp32 weights, gradients, momentum, every layer's output."
+    with torch.device('meta'): net = create_model(model, num_classes)
+    outs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o.numel() * 4)) for m in net.modules() if not list(m.children())]
+    net(torch.empty(batch_size, 3, image_size, image_size, device='meta'))
+    for h in hooks: h.remove()
+    return 3 * 4 * sum(p.numel() for p in net.parameters()) + sum(outs)
+
+def cache_placement(cache_bytes: list,   # size of each cache, in the order they are placed (train, validation)
+                    free: int,           # free GPU memory, bytes
+                    reserve: int,        # what the model needs (`training_memory`)
+                    margin: float = 0.25,# extra share of `reserve`, plus 1 GiB, for the CUDA context, cuDNN and fragmentation
+                   ) -> list:
+    "Which caches go on the GPU: each one that fits in what the model and the caches before it leave free."
+    left = free - reserve * (1 + margin) - 2**30
+    out = []
+    for b in cache_bytes:
+        out.append(b <= left); left -= b if out[-1] else 0
+    return out
 
 def _epoch(model, batches, opt, sched, crit, device, bf16, bar):
     "One pass over the training batches; sums stay on the device until the end."
@@ -352,7 +390,7 @@ def train_run(cfg: TrainConfig) -> dict:
         if best_epoch != state['epoch']:
             atomic_save(_best_checkpoint(model, cfg, state['epoch'], rows[-1], data), run_dir / 'best.pt')
 
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = compile_model(model) if cfg.compile else model
     for epoch in range(state['epoch'] + 1, length['epochs'] + 1):
         t0 = time.perf_counter()
         data['train'].set_epoch(cfg.seed, epoch)
@@ -389,6 +427,6 @@ def train_run(cfg: TrainConfig) -> dict:
                    stopped_early=state['epoch'] < length['epochs'], best_epoch=state['best_epoch'],
                    val_loss=best['val_loss'], val_top1_error=best['val_top1_error'], val_top5_error=best['val_top5_error'],
                    train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
-                   device=str(device), run_dir=str(run_dir), config=asdict(cfg))
+                   device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
     atomic_write_text(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
     return metrics
