@@ -604,7 +604,7 @@ def run_times(out: Path) -> list:
         logs = [json.loads(l) for l in (out / r.get('run_dir', key) / 'log.jsonl').read_text().splitlines() if l.strip()] \
             if (out / r.get('run_dir', key) / 'log.jsonl').exists() else []
         seen = [l.get('images_per_second') for l in logs]
-        rows.append(dict(run=key, seconds=r.get('seconds'), epochs=len(logs), epoch_seconds=sum(l.get('seconds', 0) for l in logs),
+        rows.append(dict(run=key, seconds=r.get('seconds'), epochs=logs[-1]['epoch'] if logs else 0, epoch_seconds=sum(l.get('seconds', 0) for l in logs),
                          images_per_second=statistics.median(seen) if seen and None not in seen else None))
     return rows
 

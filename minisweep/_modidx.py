@@ -198,4 +198,5 @@ d = { 'settings': { 'branch': 'main',
                                  'minisweep.train.split_metrics': ('train.html#split_metrics', 'minisweep/train.py'),
                                  'minisweep.train.topk_correct': ('train.html#topk_correct', 'minisweep/train.py'),
                                  'minisweep.train.train_run': ('train.html#train_run', 'minisweep/train.py'),
-                                 'minisweep.train.training_memory': ('train.html#training_memory', 'minisweep/train.py')}}}
+                                 'minisweep.train.training_memory': ('train.html#training_memory', 'minisweep/train.py'),
+                                 'minisweep.train.validation_epochs': ('train.html#validation_epochs', 'minisweep/train.py')}}}

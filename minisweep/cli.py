@@ -43,7 +43,9 @@ def _train_flags(p: argparse.ArgumentParser, epochs: int = 90, image_size: int =
     g.add_argument('--label-smoothing', type=float, default=0.1, help='label smoothing (default %(default)s)')
     g.add_argument('--select-on', default='val_top5_error', choices=['val_top5_error', 'val_top1_error', 'val_loss'],
                    help='metric that picks the best checkpoint (default %(default)s; the seed used val_loss)')
-    g.add_argument('--patience', type=int, default=0, help='early stopping after this many epochs without improvement (default 0: off)')
+    g.add_argument('--patience', type=int, default=0, help='early stopping after this many validations without improvement (default 0: off)')
+    g.add_argument('--max-validations', type=int, default=20,
+                   help='validate at most this many times, evenly spaced, always after the last epoch (default %(default)s; 0: every epoch)')
     g.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default %(default)s)')
     g.add_argument('--no-bf16', action='store_true', help='train in float32 instead of bf16 autocast')
     g.add_argument('--compile', action='store_true', help='torch.compile the model (static shapes)')
@@ -52,7 +54,8 @@ def _train_settings(a) -> dict:
     "TrainConfig fields from parsed flags."
     return dict(num_epochs=a.num_epochs, min_steps=a.min_steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
                 image_size=a.image_size, dataset=a.dataset, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing,
-                select_on=a.select_on, patience=a.patience, device=a.device, bf16=not a.no_bf16, compile=a.compile)
+                select_on=a.select_on, patience=a.patience, max_validations=a.max_validations, device=a.device,
+                bf16=not a.no_bf16, compile=a.compile)
 
 def make_parser() -> Parser:
     "The `minisweep` argument parser."

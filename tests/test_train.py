@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from minisweep.data import UserError
+from conftest import MINISWEEP
 from minisweep.train import TrainConfig, load_checkpoint, read_log, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).resolve().parents[2] / 'shared/data/tiny-imagenet-100'   # beside the repository, in CI too
-TIMING = ('seconds', 'images_per_second')                                        # the only fields that may differ
-LOG_KEYS = {'epoch', 'lr', 'train_loss', 'train_top1_error', 'val_loss', 'val_top1_error', 'val_top5_error', *TIMING}
-RESULT_KEYS = ('n_train', 'num_classes', 'epochs_run', 'planned_epochs', 'steps', 'lr', 'best_epoch',
+TIMING = ('seconds', 'val_seconds', 'images_per_second')                         # the only fields that may differ
+LOG_KEYS = {'epoch', 'step', 'lr', 'train_loss', 'train_top1_error', 'val_loss', 'val_top1_error', 'val_top5_error', *TIMING}
+RESULT_KEYS = ('n_train', 'num_classes', 'epochs_run', 'planned_epochs', 'steps', 'lr', 'best_epoch', 'validations',
                'val_loss', 'val_top1_error', 'val_top5_error')
 
 
@@ -115,6 +116,51 @@ def test_kill_and_resume(tmp_path, venv_path_env, reference_run):
     assert results(m) == results(ref)
     assert untimed(read_log(cfg.out_dir)) == untimed(read_log(ref_cfg.out_dir))   # every epoch once, same numbers
     assert same_weights(Path(cfg.out_dir) / 'last.pt', Path(ref_cfg.out_dir) / 'last.pt')
+    assert same_weights(Path(cfg.out_dir) / 'best.pt', Path(ref_cfg.out_dir) / 'best.pt')
+
+
+def test_validation_budget(tmp_path, venv_path_env):
+    """`minisweep train --max-validations 2` over 6 epochs: two validations, after epochs 3 and 6 (the last step), best.pt
+    the better of the two, last.pt the last epoch."""
+    args = ['train', '--model', 'resnet18', '--subset-sizes', '0.5', '--num-epochs', '6', '--batch-size', '32', '--image-size', '64',
+            '--dataset', '', '--device', 'cpu', '--no-bf16', '--max-validations', '2', '--checkpoint-dir', str(tmp_path)]
+    p = subprocess.run([MINISWEEP, *args], cwd=tmp_path, env=venv_path_env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (run,) = [m.parent for m in tmp_path.rglob('metrics.json')]
+    m, log = json.loads((run / 'metrics.json').read_text()), read_log(run)
+    assert [(r['epoch'], r['step']) for r in log] == [(3, 18), (6, 36)]      # 200 images, 6 steps an epoch
+    assert m['validations'] == 2 and m['epochs_run'] == m['planned_epochs'] == 6 and m['steps'] == 36
+    best = min(log, key=lambda r: r['val_top5_error'])
+    assert m['best_epoch'] == best['epoch'] and m['val_top5_error'] == best['val_top5_error']
+    assert load_checkpoint(run / 'best.pt')['epoch'] == best['epoch'] and load_checkpoint(run / 'last.pt')['epoch'] == 6
+    assert all(0 < r['val_seconds'] < r['seconds'] for r in log)
+
+
+def test_kill_between_validations_and_resume(tmp_path, venv_path_env):
+    """With a budget, last.pt is written at validations only: a run killed after its first validation resumes from it,
+    trains the epochs since then again, and ends exactly where an uninterrupted run does."""
+    ref_cfg = sample_cfg(tmp_path / 'reference', subset_size=0.5, num_epochs=6, max_validations=2)
+    ref = train_run(ref_cfg)
+    cfg = replace(ref_cfg, out_dir=str(tmp_path / 'run'))
+    last = tmp_path / 'run' / 'last.pt'
+    err = tmp_path / 'stderr.txt'
+    with open(err, 'w') as ferr:
+        proc = subprocess.Popen([sys.executable, '-c', RUN, json.dumps(asdict(cfg))], cwd=ROOT, env=venv_path_env,
+                                stdout=subprocess.DEVNULL, stderr=ferr, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while proc.poll() is None and not last.exists() and time.monotonic() < deadline: time.sleep(0.02)
+            assert proc.poll() is None, f'the run ended before it could be killed:\n{err.read_text()[-3000:]}'
+        finally:
+            if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert load_checkpoint(last)['epoch'] == 3 and len(read_log(cfg.out_dir)) == 1
+    assert not (tmp_path / 'run' / 'metrics.json').exists()
+
+    m = train_run(cfg)
+    assert results(m) == results(ref) and m['validations'] == 2
+    assert untimed(read_log(cfg.out_dir)) == untimed(read_log(ref_cfg.out_dir))
+    assert same_weights(last, Path(ref_cfg.out_dir) / 'last.pt')
     assert same_weights(Path(cfg.out_dir) / 'best.pt', Path(ref_cfg.out_dir) / 'best.pt')
 
 
