@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_cli.ipynb #c002
 from __future__ import annotations
-import argparse, contextlib, datetime as dt, io, json, sys, warnings
+import argparse, contextlib, datetime as dt, io, json, math, sys, warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,6 +29,32 @@ def _positive(s: str) -> int:
     except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number') from None
     if v < 1: raise argparse.ArgumentTypeError(f'{v} must be at least 1')
     return v
+
+def _rate(s: str) -> float:
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a learning rate') from None
+    if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f'learning rate {s} must be a number > 0')
+    return v
+
+def _lr_item(s: str):
+    "One item of --learning-rates: a rate for every model, or (model, rates) from MODEL=RATE,RATE,..."
+    if '=' not in s: return _rate(s)
+    model, _, rates = s.partition('=')
+    if not model.strip() or not rates.strip(): raise argparse.ArgumentTypeError(f'{s!r}: write MODEL=RATE,RATE,... (e.g. resnet18=0.1,0.2,0.4)')
+    return model.strip(), [_rate(r) for r in rates.split(',')]
+
+def _learning_rate_grid(items: list | None):
+    "The parsed --learning-rates as `Sweep` takes them: None, a list of rates for every model, or {model: rates}."
+    if not items: return None
+    per_model = [x for x in items if isinstance(x, tuple)]
+    if not per_model: return list(items)
+    if len(per_model) < len(items):
+        raise UserError('--learning-rates takes rates for every model (0.05 0.1 0.2) or rates per model (alexnet=0.01,0.02), not both')
+    grid = {}
+    for model, rates in per_model:
+        if model in grid: raise UserError(f'--learning-rates names {model} twice: give its rates once, separated by commas')
+        grid[model] = rates
+    return grid
 
 def _train_flags(p: argparse.ArgumentParser, epochs: int = 90, image_size: int = 227):
     "The training settings shared by `sweep` and `train`."
@@ -69,6 +95,10 @@ def make_parser() -> Parser:
     s.add_argument('--subset-sizes', nargs='+', type=_fraction, default=fraction_grid(1 / 64),
                    help='fractions of each class, in (0, 1] (default: 1, 1/2, ..., 1/64)')
     s.add_argument('--seeds', nargs='+', type=int, default=[0], help='seeds (default: %(default)s)')
+    s.add_argument('--learning-rates', nargs='+', type=_lr_item, default=None, metavar='LR|MODEL=LR,LR',
+                   help='tune the learning rate: peak rates at --batch-size for every model (0.05 0.1 0.2) or per model '
+                        '(alexnet=0.005,0.01,0.02 resnet18=0.1,0.2,0.4; a model not named keeps --learning-rate); each size '
+                        'uses the rate of lowest mean validation error (default: the one rate of --learning-rate)')
     s.add_argument('--out', default=None, help='sweep folder (default: runs/<timestamp>)')
     s.add_argument('--figures', default='output', help='folder for the curve figures (default %(default)s)')
     s.add_argument('--executor', default='local', choices=['local', 'ray'], help='local: one run at a time, one per GPU; ray: a Ray cluster')
@@ -113,7 +143,7 @@ def _timestamp() -> str: return dt.datetime.now().strftime('%Y%m%d-%H%M%S')
 def cmd_sweep(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     out = a.out or str(Path('runs') / _timestamp())
-    sweep = Sweep(a.models, a.subset_sizes, a.seeds, out=out, train=_train_settings(a))
+    sweep = Sweep(a.models, a.subset_sizes, a.seeds, out=out, train=_train_settings(a), learning_rates=_learning_rate_grid(a.learning_rates))
     kw = dict(address=a.ray_address, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run, max_retries=a.max_retries) if a.executor == 'ray' else {}
     res = run_sweep(sweep, executor=a.executor, figures=a.figures, **kw)
     print(f'sweep {res.out}: {res.states}; results: {res.results}; figures: {", ".join(map(str, res.figures)) or "none"}')
@@ -148,9 +178,10 @@ def cmd_eval(a) -> int:
     return 0
 
 def cmd_curves(a) -> int:
-    from minisweep.curves import load_results, make_curves, plot_training_curves
+    from minisweep.curves import edge_notes, load_results, make_curves, plot_training_curves
     df = load_results(a.results)
     paths = make_curves(df, a.out)
+    for note in edge_notes(df): print(f'note: {note}')
     try: plot_training_curves(df, Path(a.out) / 'training_curves.png'); paths.append(Path(a.out) / 'training_curves.png')
     except UserError as e: warnings.warn(f'no training curves: {e}')
     print('\n'.join(map(str, paths)))

@@ -15,14 +15,14 @@ from matplotlib.figure import Figure
 
 from .data import (SPLITS, Batches, ImageCache, UserError, atomic_write_text, decoded_split, load_splits,
                             sample_dataset, stored_size)
-from .models import create_model
+from .models import create_model, default_lr
 from .train import (CorruptCheckpoint, TrainConfig, is_complete, load_checkpoint, predict, resolve_device,
                              split_metrics)
 
 # %% auto #0
-__all__ = ['EVAL_FORMAT', 'RUN_FILES', 'RESULTS_FORMAT', 'RESULT_COLUMNS', 'Evaluation', 'confusion_matrix',
-           'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs', 'class_table', 'evaluated_images',
-           'show_class_images', 'plot_confusion']
+__all__ = ['EVAL_FORMAT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'RESULT_COLUMNS', 'Evaluation', 'confusion_matrix',
+           'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs', 'select_learning_rates',
+           'class_table', 'evaluated_images', 'show_class_images', 'plot_confusion']
 
 # %% ../nbs/03_eval.ipynb #c008
 EVAL_FORMAT = 'minisweep.evaluation/1'
@@ -141,8 +141,11 @@ def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one 
 
 # %% ../nbs/03_eval.ipynb #c016
 RESULTS_FORMAT = 'minisweep.results/1'
-RESULT_COLUMNS = ['model', 'subset_size', 'seed', 'n_train', 'top1_error', 'top5_error', 'test_loss', 'best_epoch',
-                  'val_top5_error', 'train_seconds', 'num_classes', 'run_dir']
+# added with the learning rate as an axis of the grid: results files written before it have none of them
+LR_COLUMNS = ['learning_rate', 'default_learning_rate', 'val_top1_error', 'val_loss', 'select_on', 'selected']
+RESULT_COLUMNS = ['model', 'subset_size', 'learning_rate', 'seed', 'n_train', 'top1_error', 'top5_error', 'test_loss',
+                  'best_epoch', 'val_top5_error', 'val_top1_error', 'val_loss', 'select_on', 'selected',
+                  'default_learning_rate', 'train_seconds', 'num_classes', 'run_dir']
 
 def run_evaluation(run_dir,                # a finished run folder
                    split: str = 'test',    # the split to evaluate
@@ -165,17 +168,22 @@ def run_evaluation(run_dir,                # a finished run folder
     except OSError as e: warnings.warn(f'cannot save the evaluation in {saved_at} ({e.strerror or e}): it will be computed again next time')
     return ev
 
+def _learning_rates(m: dict) -> tuple:
+    "(peak learning rate, the model's default at the run's batch size) of a run's metrics, to 12 digits."
+    cfg = TrainConfig.from_dict(m.get('config') or dict(model=m['model']))
+    return float(f"{m.get('lr') or cfg.lr:.12g}"), float(f'{default_lr(cfg.model, cfg.batch_size):.12g}')
+
 def _unique_runs(runs: list) -> list:
-    "(run folder, metrics) of each (model, subset_size, seed), the last finished one when several share it."
+    "(run folder, metrics) of each (model, subset_size, learning rate, seed), the last finished one when several share it."
     by_key = {}
     for d in runs:
         m = json.loads((d / 'metrics.json').read_text())
-        by_key.setdefault((m['model'], float(m['subset_size']), int(m['seed'])), []).append((d, m))
+        by_key.setdefault((m['model'], float(m['subset_size']), _learning_rates(m)[0], int(m['seed'])), []).append((d, m))
     out = []
-    for (model, f, seed), found in by_key.items():
+    for (model, f, lr, seed), found in by_key.items():
         found.sort(key=lambda dm: ((dm[0] / 'metrics.json').stat().st_mtime_ns, str(dm[0])))
         if len(found) > 1:
-            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, seed={seed}): using the last one, '
+            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, seed={seed}): using the last one, '
                           f'{found[-1][0]}; ignoring {", ".join(str(d) for d, _ in found[:-1])}', stacklevel=3)
         out.append(found[-1])
     return out
@@ -197,17 +205,38 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
         try: ev = run_evaluation(d, split, device, batch_size, progress)
         except UserError as e:
             failed.append(str(e)); continue
-        rows.append(dict(model=m['model'], subset_size=float(m['subset_size']), seed=int(m['seed']), n_train=int(m['n_train']),
-                         top1_error=ev.top1_error, top5_error=ev.top5_error, test_loss=ev.loss, best_epoch=int(m['best_epoch']),
-                         val_top5_error=m['val_top5_error'], train_seconds=m['train_seconds'],
-                         num_classes=int(m['num_classes']), run_dir=Path(os.path.relpath(d, out)).as_posix()))
+        lr, lr0 = _learning_rates(m)
+        rows.append(dict(model=m['model'], subset_size=float(m['subset_size']), learning_rate=lr, seed=int(m['seed']),
+                         n_train=int(m['n_train']), top1_error=ev.top1_error, top5_error=ev.top5_error, test_loss=ev.loss,
+                         best_epoch=int(m['best_epoch']), val_top5_error=m['val_top5_error'], val_top1_error=m['val_top1_error'],
+                         val_loss=m['val_loss'], select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
+                         default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=int(m['num_classes']),
+                         run_dir=Path(os.path.relpath(d, out)).as_posix()))
     if failed:
         raise UserError(f'{len(failed)} of {len(runs)} runs could not be evaluated, no results written: {"; ".join(failed)}')
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values(['model', 'n_train', 'seed'], ignore_index=True)
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values(['model', 'n_train', 'learning_rate', 'seed'], ignore_index=True)
+    df['selected'] = select_learning_rates(df)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / 'results.json', json.dumps(dict(format=RESULTS_FORMAT, split=split, runs=df.to_dict('records')), indent=1))
     atomic_write_text(out / 'results.csv', df.to_csv(index=False))
     return df
+
+# %% ../nbs/03_eval.ipynb #c030
+def select_learning_rates(
+    df: pd.DataFrame, # results rows: model, subset_size, learning_rate, seed, select_on and the validation columns
+) -> pd.Series: # True for the rows of the learning rate chosen for their (model, subset_size)
+    "Per (model, subset_size), the learning rate with the lowest mean validation `select_on` over seeds, among the rates with the most finished seeds; ties go to the smaller rate."
+    selected = pd.Series(False, index=df.index)
+    for (model, f), g in df.groupby(['model', 'subset_size'], sort=False):
+        metric = set(g.select_on)
+        if len(metric) > 1: raise UserError(f'the runs of ({model}, subset_size={f:g}) chose their checkpoints on different '
+                                            f'metrics ({", ".join(sorted(map(str, metric)))}): their learning rates do not compare')
+        by_lr = g.groupby('learning_rate', dropna=False)
+        score = by_lr[metric.pop()].mean()[by_lr.seed.nunique() == by_lr.seed.nunique().max()].dropna().sort_index()
+        if score.empty: continue
+        best = score.index[int(np.argmin(score.to_numpy()))]        # the first minimum: ties go to the smaller rate
+        selected[g.index[g.learning_rate.isna() if pd.isna(best) else g.learning_rate == best]] = True
+    return selected
 
 # %% ../nbs/03_eval.ipynb #c022
 def class_table(ev: Evaluation) -> pd.DataFrame:

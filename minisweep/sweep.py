@@ -22,6 +22,20 @@ __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_c
 SWEEP_FORMAT = 'minisweep.sweep/1'
 TRAIN_FIXED = ('model', 'subset_size', 'seed', 'out_dir', 'progress')   # set per run by the sweep
 
+def _check_rates(rates, model: str) -> list:
+    "The peak learning rates of `model`, sorted and distinct: each a number > 0, each its own `lr_<lr:g>` folder."
+    out = set()
+    for r in rates:
+        try: v = float(r)
+        except (TypeError, ValueError): raise UserError(f'learning rate {r!r} of {model} is not a number') from None
+        if not (math.isfinite(v) and v > 0): raise UserError(f'learning rate {r!r} of {model} must be a number > 0')
+        out.add(v)
+    if not out: raise UserError(f'no learning rates given for {model}')
+    names = [f'lr_{v:g}' for v in sorted(out)]
+    if len(set(names)) < len(names):
+        raise UserError(f'learning rates of {model} share a folder name ({", ".join(names)}): make them differ in their first 6 digits')
+    return sorted(out)
+
 @dataclass
 class Sweep:
     "A grid of runs and the training settings they share."
@@ -30,6 +44,7 @@ class Sweep:
     seeds: list                       # seeds; each gives its own nested subsets and initialisation
     out: str                          # the sweep folder
     train: dict = field(default_factory=dict)   # TrainConfig fields shared by every run (dataset, epochs, lr, ...)
+    learning_rates: list | dict | None = None   # peak rates to try: a list for every model or {model: list}; None: train's one rate
 
     def check(self) -> 'Sweep':
         "Refuse an empty grid or a bad value with one line."
@@ -48,32 +63,65 @@ class Sweep:
         if unknown: raise UserError(f'unknown training setting(s): {", ".join(sorted(unknown))}')
         ds = self.train.get('dataset') or ''
         if ds and Path(ds).expanduser().exists(): self.train['dataset'] = str(Path(ds).expanduser().resolve())  # jobs run elsewhere
-        for m in self.models: self.config(m, self.subset_sizes[0], self.seeds[0]).check()
+        self._check_learning_rates()
+        for m in self.models:
+            for lr in self.rates(m): self.config(m, self.subset_sizes[0], self.seeds[0], lr).check()
         return self
 
-    def config(self, model: str, subset_size: float, seed: int) -> TrainConfig:
-        "The `TrainConfig` of one run of the grid."
-        shared = {k: v for k, v in self.train.items() if k not in TRAIN_FIXED}
-        return TrainConfig(model=model, subset_size=subset_size, seed=seed, progress=False,
-                           out_dir=str(self.run_dir(model, subset_size, seed)), **shared)
+    def _check_learning_rates(self):
+        "Normalise `learning_rates` to {model: rates}; one rate shared by every model becomes train's `learning_rate`."
+        lrs = self.learning_rates
+        if lrs is None or isinstance(lrs, dict) and not lrs: self.learning_rates = {}; return
+        if not isinstance(lrs, dict):
+            if self.train.get('learning_rate'):
+                raise UserError('give one learning rate for every model or a grid of them, not both')
+            lrs = {m: lrs for m in self.models}
+        stray = [m for m in lrs if m not in self.models]
+        if stray: raise UserError(f'learning rates given for {", ".join(map(str, stray))}, which the grid does not train '
+                                  f'(models: {", ".join(self.models)})')
+        lrs = {m: _check_rates(lrs[m], m) for m in self.models if m in lrs}
+        if len(lrs) == len(self.models) and len({tuple(r) for r in lrs.values()}) == 1 and len(lrs[self.models[0]]) == 1:
+            self.train['learning_rate'], lrs = lrs[self.models[0]][0], {}   # one rate for all: the sweep without the axis
+        self.learning_rates = lrs
 
-    def run_dir(self, model: str, subset_size: float, seed: int) -> Path:
-        "Folder of one run: <out>/<model>/subset_<f:.4f>/seed_<s>."
-        return Path(self.out) / model / f'subset_{subset_size:.4f}' / f'seed_{seed}'
+    def rates(self, model: str) -> list:
+        "The learning rates `model` is trained with: its grid, or train's one rate (0: the model's default)."
+        return (self.learning_rates or {}).get(model) or [self.train.get('learning_rate', 0.0)]
+
+    def tunes(self, model: str) -> bool:
+        "Whether `model` sweeps more than one learning rate (its runs then get an `lr_<lr:g>` folder level)."
+        return len(self.rates(model)) > 1
+
+    def config(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> TrainConfig:
+        "The `TrainConfig` of one run of the grid (`learning_rate` None: the model's first rate)."
+        lr = self.rates(model)[0] if learning_rate is None else learning_rate
+        shared = {k: v for k, v in self.train.items() if k not in TRAIN_FIXED} | dict(learning_rate=lr)
+        return TrainConfig(model=model, subset_size=subset_size, seed=seed, progress=False,
+                           out_dir=str(self.run_dir(model, subset_size, seed, lr)), **shared)
+
+    def run_dir(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> Path:
+        "Folder of one run: <out>/<model>/subset_<f:.4f>/seed_<s>, or .../subset_<f:.4f>/lr_<lr:g>/seed_<s> when `model` tunes."
+        return Path(self.out) / self.key(model, subset_size, seed, learning_rate)
+
+    def key(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> str:
+        "Name of a run in `sweep.json`: its folder relative to the sweep's."
+        if self.tunes(model) and learning_rate is None: raise ValueError(f'{model} tunes its learning rate: name the rate')
+        return run_key(model, subset_size, seed, learning_rate if self.tunes(model) else None)
 
     def runs(self) -> list:
-        "Every (model, subset_size, seed) of the grid, largest subsets first within a model."
-        return [(m, f, s) for m in self.models for f in self.subset_sizes for s in self.seeds]
+        "Every (model, subset_size, seed, learning_rate) of the grid, largest subsets first within a model."
+        return [(m, f, s, lr) for m in self.models for f in self.subset_sizes for lr in self.rates(m) for s in self.seeds]
 
     def identity(self) -> dict:
         "What must match for a folder to be resumed: the grid and every setting that changes results."
         ident = {k: v for k, v in TrainConfig(**{k: v for k, v in self.train.items() if k not in TRAIN_FIXED}).identity().items()
                  if k not in TRAIN_FIXED}
-        return dict(models=self.models, subset_sizes=self.subset_sizes, seeds=self.seeds, train=ident)
+        grid = dict(models=self.models, subset_sizes=self.subset_sizes, seeds=self.seeds, train=ident)
+        return grid | ({'learning_rates': self.learning_rates} if self.learning_rates else {})   # as before without the axis
 
-def run_key(model: str, subset_size: float, seed: int) -> str:
-    "Name of a run in `sweep.json`."
-    return f'{model}/subset_{subset_size:.4f}/seed_{seed}'
+def run_key(model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> str:
+    "Name of a run in `sweep.json`; a `learning_rate` (given only when the model tunes it) adds its level."
+    return f'{model}/subset_{subset_size:.4f}/' + (f'lr_{learning_rate:g}/' if learning_rate is not None else '') + f'seed_{seed}'
 
 # %% ../nbs/05_sweep.ipynb #c009
 def versions() -> dict:
@@ -104,15 +152,17 @@ class SweepRecord:
         if old is not None and old.get('identity') != json.loads(json.dumps(sweep.identity())):
             raise UserError(f'{sweep.out} holds a sweep with another grid or other settings ({self._diff(old["identity"])}): '
                             f'start a new one with another --out, or rerun the original command to resume it')
-        self.data = old or dict(format=SWEEP_FORMAT, identity=sweep.identity(), grid=dict(models=sweep.models,
-                                subset_sizes=sweep.subset_sizes, seeds=sweep.seeds), train=sweep.train, started=now(),
+        grid = dict(models=sweep.models, subset_sizes=sweep.subset_sizes, seeds=sweep.seeds)
+        if sweep.learning_rates:   # the peak rate of every run, each model's default resolved
+            grid['learning_rates'] = {m: [sweep.config(m, 1, 0, lr).lr for lr in sweep.rates(m)] for m in sweep.models}
+        self.data = old or dict(format=SWEEP_FORMAT, identity=sweep.identity(), grid=grid, train=sweep.train, started=now(),
                                 runs={})
         self.data.update(versions=versions(), git_commit=git_commit(), dataset=sweep.train.get('dataset') or 'minisweep sample',
                          resumed=now() if old else None, ended=None)
-        for m, f, s in sweep.runs():
-            r = self.data['runs'].setdefault(run_key(m, f, s), dict(model=m, subset_size=f, seed=s,
-                                             run_dir=str(sweep.run_dir(m, f, s).relative_to(sweep.out))))
-            r['state'] = 'done' if is_complete(sweep.run_dir(m, f, s)) else 'pending'
+        for m, f, s, lr in sweep.runs():
+            r = self.data['runs'].setdefault(sweep.key(m, f, s, lr), dict(model=m, subset_size=f, seed=s,
+                                             learning_rate=sweep.config(m, f, s, lr).lr, run_dir=sweep.key(m, f, s, lr)))
+            r['state'] = 'done' if is_complete(sweep.run_dir(m, f, s, lr)) else 'pending'
             if r['state'] == 'pending': r.pop('error', None)
         self.save()
 
@@ -126,7 +176,7 @@ class SweepRecord:
 
     def _diff(self, old: dict) -> str:
         new = json.loads(json.dumps(self.sweep.identity()))
-        out = [f'{k}: {old.get(k)} != {new[k]}' for k in ('models', 'subset_sizes', 'seeds') if old.get(k) != new[k]]
+        out = [f'{k}: {old.get(k)} != {new.get(k)}' for k in ('models', 'subset_sizes', 'seeds', 'learning_rates') if old.get(k) != new.get(k)]
         out += [f'{k}: {old["train"].get(k)!r} != {v!r}' for k, v in new['train'].items() if old.get('train', {}).get(k) != v]
         return '; '.join(out[:3]) or 'settings differ'
 
@@ -369,10 +419,10 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
         if executor == 'local':      # decode once, here; a bad image fails the sweep before any training
             for s in ('train', 'validation', 'test'): decoded_split(splits[s], size, progress=True)
         jobs = []
-        for m, f, s in sweep.runs():
-            key = run_key(m, f, s)
+        for m, f, s, lr in sweep.runs():
+            key = sweep.key(m, f, s, lr)
             if rec.data['runs'][key]['state'] != 'done':
-                jobs.append((key, asdict(sweep.config(m, f, s)), sweep.run_dir(m, f, s)))
+                jobs.append((key, asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr)))
         states = rec.states()
         prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), log)
         failures = []
@@ -398,6 +448,8 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
             from minisweep.evaluate import evaluate_runs
             evaluate_runs(out)
             result.results = out / 'results.json'
+            from minisweep.curves import edge_notes, load_results
+            for note in edge_notes(load_results(result.results)): log(f'note: {note}')
             if figures:
                 ok, err, _ = execute_job(curves_notebook(), out / 'curves.ipynb',
                                          dict(results=str(result.results), out_dir=str(Path(figures).expanduser().absolute())))

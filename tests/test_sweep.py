@@ -22,6 +22,9 @@ def test_sweep_writes_everything(local_sweep):
     assert len(rows) == 4 and all(0 <= r['top5_error'] <= r['top1_error'] <= 1 for r in rows)
     assert {(r['model'], r['subset_size'], r['n_train']) for r in rows} >= {('resnet18', 1.0, 400), ('resnet18', 0.5, 200)}
     assert (out / 'curves.ipynb').exists()
+    # without --learning-rates: today's layout and identity, one rate per run, every row selected
+    assert not list(out.rglob('lr_*')) and 'learning_rates' not in rec['identity'] and 'learning_rates' not in rec['grid']
+    assert all(r['selected'] is True and r['learning_rate'] > 0 for r in rows)
     for name in ('alexnet_curve.png', 'resnet18_curve.png', 'curves.png'):
         assert (local_sweep['root'] / 'figures' / name).stat().st_size > 5000
     assert 'done' in local_sweep['first'].stdout and 'left' in local_sweep['first'].stdout   # progress with a time estimate
@@ -86,6 +89,11 @@ def test_seed_style_train_then_eval(tmp_path):
     (['train', '--model', 'resnet18', '--num-epochs', '0'], 'must be at least 1'),
     (['eval', '--model', 'resnet18', '--checkpoint-dir', '/nonexistent/runs'], ''),
     (['curves', '/nonexistent/results.json'], ''),
+    (['sweep', '--learning-rates', 'fast'], 'is not a learning rate'),
+    (['sweep', '--learning-rates', 'resnet18=0.1,0'], 'must be a number > 0'),
+    (['sweep', '--learning-rates', '0.1', 'alexnet=0.2'], 'not both'),
+    (['sweep', '--learning-rates', 'alexnet=0.1', 'alexnet=0.2'], 'names alexnet twice'),
+    (['sweep', '--models', 'resnet18', '--learning-rates', 'alexnet=0.01,0.02'], 'which the grid does not train'),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
     p = minisweep(*args, cwd=tmp_path)
@@ -116,3 +124,70 @@ def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs):
     assert {f'{m}_curve.png' for m in models} | {'curves.png', 'summary.md', 'training_curves.png'} <= {f.name for f in (tmp_path / 'fig').iterdir()}
     assert len(json.loads((tmp_path / 's' / 'results.json').read_text())['runs']) == runs
     assert 'figures: none' not in p.stdout
+
+
+@pytest.fixture(scope='module')
+def tuned_sweep(tmp_path_factory, session_env):
+    "One model, two sizes, two learning rates, one seed."
+    root = tmp_path_factory.mktemp('tuned')
+    args = ['sweep', '--models', 'resnet18', '--subset-sizes', '1', '0.5', '--seeds', '0', '--learning-rates', '0.05', '0.2',
+            *SMALL, '--device', 'cpu', '--out', root / 'sweep', '--figures', root / 'figures']
+    p = minisweep(*args, cwd=root)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return dict(root=root, out=root / 'sweep', args=args, first=p)
+
+
+def test_tuned_sweep_selects_one_rate_per_size_on_validation(tuned_sweep):
+    out, figures = tuned_sweep['out'], tuned_sweep['root'] / 'figures'
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.rglob('metrics.json')) == [
+        f'resnet18/subset_{f}/lr_{lr}/seed_0' for f in ('0.5000', '1.0000') for lr in ('0.05', '0.2')]
+    rec = json.loads((out / 'sweep.json').read_text())
+    assert rec['grid']['learning_rates'] == {'resnet18': [0.05, 0.2]} == rec['identity']['learning_rates']
+    rows = json.loads((out / 'results.json').read_text())['runs']
+    assert len(rows) == 4 and all({'learning_rate', 'selected'} <= set(r) for r in rows)
+    for f in (1.0, 0.5):
+        group = [r for r in rows if r['subset_size'] == f]
+        chosen = [r for r in group if r['selected']]
+        assert len(chosen) == 1 and chosen[0]['val_top5_error'] == min(r['val_top5_error'] for r in group)
+    csv = (out / 'results.csv').read_text().splitlines()
+    assert {'learning_rate', 'selected'} <= set(csv[0].split(',')) and len(csv) == 5
+    for name in ('resnet18_curve.png', 'resnet18_lr_sensitivity.png', 'curves.png'):
+        assert (figures / name).stat().st_size > 5000
+    summary = (figures / 'summary.md').read_text()
+    assert 'Learning rate chosen at each size' in summary
+    # two rates: every choice is at an edge of its grid, and both summary.md and the terminal say so
+    assert summary.count('**Edge:**') == 2
+    assert tuned_sweep['first'].stdout.count('note: resnet18 at') == 2
+
+
+def test_tuned_sweep_again_retrains_nothing(tuned_sweep):
+    out = tuned_sweep['out']
+    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')}
+    before = files()
+    p = minisweep(*tuned_sweep['args'], cwd=tuned_sweep['root'])
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert files() == before and 'all 4 runs' in p.stdout and 'done already' in p.stdout
+
+
+def test_the_test_split_takes_no_part_in_the_choice(tuned_sweep, tmp_path):
+    "Validation errors doctored to prefer, at each size, the rate that is worse on test: the doctored one is selected."
+    out = tuned_sweep['out']
+    rows = json.loads((out / 'results.json').read_text())['runs']
+    saved, worse_on_test = {}, set()
+    try:
+        for f in (1.0, 0.5):
+            group = sorted((r for r in rows if r['subset_size'] == f), key=lambda r: (r['top5_error'], r['test_loss']))
+            for r, val in ((group[-1], 0.01), (group[0], 0.99)):      # worse on test -> best on validation
+                m = out / r['run_dir'] / 'metrics.json'
+                saved[m] = m.read_text()
+                m.write_text(json.dumps(json.loads(saved[m]) | dict(val_top5_error=val)))
+            worse_on_test.add(group[-1]['run_dir'])
+        p = minisweep('eval', '--model', 'resnet18', '--checkpoint-dir', out, '--device', 'cpu')
+        assert p.returncode == 0, p.stderr[-2000:]
+        doctored = json.loads((out / 'results.json').read_text())['runs']
+        assert {r['run_dir'] for r in doctored if r['selected']} == worse_on_test
+        p = minisweep('curves', out / 'results.json', '--out', tmp_path / 'fig')
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert (tmp_path / 'fig' / 'resnet18_lr_sensitivity.png').exists()
+    finally:
+        for m, text in saved.items(): m.write_text(text)
