@@ -22,6 +22,7 @@ from .data import UserError, file_mode
 # %% ../nbs/04_curves.ipynb #c011
 from .evaluate import LR_COLUMNS, RESULTS_FORMAT, RESULT_COLUMNS, select_learning_rates    # the contract is the evaluation chapter's
 _NUMERIC = [c for c in RESULT_COLUMNS if c not in ('model', 'run_dir', 'select_on', 'selected')]
+_UNKNOWN_OK = ('learning_rate', 'default_learning_rate', 'val_top1_error', 'val_loss')   # NaN: unknown (a file from before the axis)
 # a file written before the learning-rate axis: each run at one rate, unknown, its checkpoint chosen on val top-5 error
 _BEFORE_LR = dict(learning_rate=np.nan, default_learning_rate=np.nan, val_top1_error=np.nan, val_loss=np.nan,
                   select_on='val_top5_error', selected=True)
@@ -55,7 +56,8 @@ def _read_results_file(path):
         bad = [i for i, v in enumerate(df[c]) if not (isinstance(v, str) and v)]
         v = df[c].iloc[bad[0]] if bad else None
         if bad: raise UserError(f'{path}: run {bad[0]}: {c} must be a non-empty text, got {"null" if isinstance(v, float) or v is None else repr(v)}')
-    finite = np.isfinite(df[_NUMERIC].to_numpy(float))
+    values = df[_NUMERIC].to_numpy(float)
+    finite = np.isfinite(values) | (np.isnan(values) & np.isin(_NUMERIC, _UNKNOWN_OK))
     if not finite.all():
         i, j = np.argwhere(~finite)[0]
         raise UserError(f'{path}: run {i}: {_NUMERIC[j]} is {df[_NUMERIC[j]].iloc[i]}, not a finite number')
