@@ -8,8 +8,8 @@ import argparse, contextlib, datetime as dt, io, json, math, sys, warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .data import DEFAULT_DATASET, UserError, check_fraction, fraction_grid
-from .train import TrainConfig, TrainingDiverged, train_run
+from . import __version__
+from .core import DEFAULT_DATASET, UserError, check_fraction
 
 # %% auto #0
 __all__ = ['DEMO', 'COMMANDS', 'Parser', 'make_parser', 'cmd_sweep', 'cmd_train', 'cmd_eval', 'cmd_curves', 'cmd_demo', 'main']
@@ -86,13 +86,14 @@ def _train_settings(a) -> dict:
 def make_parser() -> Parser:
     "The `minisweep` argument parser."
     p = Parser(prog='minisweep', description='Learning curves: how much does more data buy a model?')
+    p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = p.add_subparsers(dest='command', required=True, parser_class=Parser, metavar='{sweep,train,eval,curves,demo}')
 
     s = sub.add_parser('sweep', help='train every (model, subset size, seed), evaluate, draw the curves',
                        description='Train every (model, subset size, seed) of the grid with the papermill job, evaluate on '
                                    'the test split, draw the curves. Rerun the same command to resume.')
     s.add_argument('--models', nargs='+', default=['alexnet', 'resnet18'], help='architectures (default: %(default)s)')
-    s.add_argument('--subset-sizes', nargs='+', type=_fraction, default=fraction_grid(1 / 64),
+    s.add_argument('--subset-sizes', nargs='+', type=_fraction, default=None,
                    help='fractions of each class, in (0, 1] (default: 1, 1/2, ..., 1/64)')
     s.add_argument('--seeds', nargs='+', type=int, default=[0], help='seeds (default: %(default)s)')
     s.add_argument('--learning-rates', nargs='+', type=_lr_item, default=None, metavar='LR|MODEL=LR,LR',
@@ -141,15 +142,17 @@ def make_parser() -> Parser:
 def _timestamp() -> str: return dt.datetime.now().strftime('%Y%m%d-%H%M%S')
 
 def cmd_sweep(a) -> int:
+    from minisweep.data import fraction_grid
     from minisweep.sweep import Sweep, run_sweep
     out = a.out or str(Path('runs') / _timestamp())
-    sweep = Sweep(a.models, a.subset_sizes, a.seeds, out=out, train=_train_settings(a), learning_rates=_learning_rate_grid(a.learning_rates))
+    sweep = Sweep(a.models, a.subset_sizes or fraction_grid(1 / 64), a.seeds, out=out, train=_train_settings(a), learning_rates=_learning_rate_grid(a.learning_rates))
     kw = dict(address=a.ray_address, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run, max_retries=a.max_retries) if a.executor == 'ray' else {}
     res = run_sweep(sweep, executor=a.executor, figures=a.figures, **kw)
-    print(f'sweep {res.out}: {res.states}; results: {res.results}; figures: {", ".join(map(str, res.figures)) or "none"}')
+    print(res.summary())
     return 0 if res.ok else 1
 
 def cmd_train(a) -> int:
+    from minisweep.train import TrainConfig, TrainingDiverged, train_run
     base = Path(a.checkpoint_dir) / a.model / _timestamp()
     cfgs = [TrainConfig(model=a.model, subset_size=f, seed=a.seed, out_dir=str(base / f'subset_{f:.4f}'), **_train_settings(a))
             for f in a.subset_sizes]
@@ -194,7 +197,7 @@ def cmd_demo(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     sweep = Sweep(DEMO['models'], DEMO['subset_sizes'], DEMO['seeds'], out=a.out, train=dict(DEMO['train'], device=a.device))
     res = run_sweep(sweep, figures=a.figures)
-    print(f'demo sweep {res.out}: {res.states}; figures: {", ".join(map(str, res.figures)) or "none"}')
+    print(res.summary())
     return 0 if res.ok else 1
 
 COMMANDS = dict(sweep=cmd_sweep, train=cmd_train, eval=cmd_eval, curves=cmd_curves, demo=cmd_demo)

@@ -13,19 +13,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-# %% auto #0
-__all__ = ['DEFAULT_DATASET', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
-           'SplitData', 'load_splits', 'check_fraction', 'subset_counts', 'subset_indices', 'fraction_grid',
-           'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers',
-           'ImageCache', 'decoded_split', 'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch',
-           'Batches', 'class_counts', 'image_sizes', 'show_samples', 'make_sample']
+from .core import DEFAULT_DATASET, UserError, check_fraction
 
-# %% ../nbs/00_data.ipynb #c006
-class UserError(ValueError):
-    "A problem with what was asked for, told in one line; the `minisweep` command prints it and exits with status 2."
+# %% auto #0
+__all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
+           'subset_counts', 'subset_indices', 'fraction_grid', 'stored_size', 'cache_dir', 'cache_key', 'decode_image',
+           'file_mode', 'atomic_write_text', 'n_workers', 'ImageCache', 'decoded_split', 'device_images',
+           'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts', 'image_sizes',
+           'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
-DEFAULT_DATASET = 'timm/mini-imagenet'
 SPLITS = ('train', 'validation', 'test')
 
 def sample_dataset() -> str:
@@ -98,13 +95,6 @@ def _check_parquet_files(path: Path, dataset: str):
         if n == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty: its parquet files hold no rows')
 
 # %% ../nbs/00_data.ipynb #c014
-def check_fraction(fraction: float) -> float:
-    "`fraction` as a float, or a `UserError` when it is not in (0, 1]."
-    try: f = float(fraction)
-    except (TypeError, ValueError): raise UserError(f'subset size {fraction!r} is not a number') from None
-    if not (0 < f <= 1): raise UserError(f'subset size {fraction} is outside (0, 1]: it is the fraction of each class to train on')
-    return f
-
 def subset_counts(labels: np.ndarray, fraction: float) -> np.ndarray:
     "Images per class in the subset of `fraction`: round(fraction * class size), at least one."
     f = check_fraction(fraction)

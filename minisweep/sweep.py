@@ -392,8 +392,24 @@ class SweepResult:
     failures: list
     results: Path | None = None
     figures: list = field(default_factory=list)
+    skipped: int = 0                  # runs found done when the sweep started: not run again
     @property
     def ok(self) -> bool: return not self.failures and self.states.get('done', 0) == sum(self.states.values())
+
+    def summary(self) -> str:
+        "The closing words for a person: how many runs are done, failed and skipped, and where the results and figures are."
+        done, failed = self.states.get('done', 0), self.states.get('failed', 0)
+        others = ''.join(f', {v} {k}' for k, v in self.states.items() if k not in ('done', 'failed'))
+        lines = [f'{sum(self.states.values())} runs in {self.out}: {done} done ({max(0, done - self.skipped)} trained now, '
+                 f'{self.skipped} skipped as done before), {failed} failed{others}'
+                 + ('; the failures are listed above; rerun the same command to retry them' if failed else '')]
+        lines.append(f'results: {self.results}' if self.results else 'results: none (no run finished)')
+        if any(k == 'curves' for k, _ in self.failures): lines.append('figures: none, the curves report failed (see above)')
+        elif self.figures:
+            lines.append(f'figures: {Path(self.figures[0]).parent} ({", ".join(Path(f).name for f in self.figures)}); '
+                         f'report: {Path(self.out) / "curves.ipynb"}')
+        else: lines.append('figures: none')
+        return '\n'.join(lines)
 
 def failure_table(failures: list) -> str:
     "The failures as a Markdown table: run, error."
@@ -424,6 +440,7 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
             if rec.data['runs'][key]['state'] != 'done':
                 jobs.append((key, asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr)))
         states = rec.states()
+        skipped = states.get('done', 0)
         prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), log)
         failures = []
         def on_start(key, slot):
@@ -443,7 +460,7 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
                 run_ray(jobs, on_start, on_end, **executor_kw)
         else: log(f'all {len(sweep.runs())} runs of {out} are done already')
         failures += rec.from_disk()                     # a finished run whose folder was deleted meanwhile
-        result = SweepResult(out, rec.states(), failures)
+        result = SweepResult(out, rec.states(), failures, skipped=skipped)
         if rec.states().get('done'):
             from minisweep.evaluate import evaluate_runs
             evaluate_runs(out)
@@ -458,5 +475,5 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
         failures += rec.from_disk()
         rec.data['ended'] = now(); rec.save()
         result.states = rec.states()
-        if failures: log('failures:\n' + failure_table(failures))
+        if failures: print('failures:\n' + failure_table(failures), file=sys.stderr)
         return result

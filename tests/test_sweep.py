@@ -55,7 +55,8 @@ def test_a_failing_run_leaves_the_others_and_exits_nonzero(tmp_path):
     assert rec['resnet18/subset_1.0000/seed_0']['state'] == 'done'
     failed = rec['resnet18/subset_0.0500/seed_0']
     assert failed['state'] == 'failed' and 'batch size 32 is larger' in failed['error'] and failed['error'].startswith('cell ')
-    assert '| resnet18/subset_0.0500/seed_0 |' in p.stdout                     # the failure table
+    assert '| resnet18/subset_0.0500/seed_0 |' in p.stderr and '|' not in p.stdout   # the failure table, on stderr
+    assert '2 runs in' in p.stdout and '1 done (1 trained now, 0 skipped as done before), 1 failed' in p.stdout   # the closing summary
     assert (tmp_path / 's' / 'resnet18' / 'subset_1.0000' / 'seed_0' / 'metrics.json').exists()
 
 
