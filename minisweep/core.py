@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['DEFAULT_DATASET', 'UserError', 'check_fraction']
+__all__ = ['DEFAULT_DATASET', 'LAYOUT', 'UserError', 'check_fraction']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -21,3 +21,8 @@ def check_fraction(fraction: float) -> float:
     except (TypeError, ValueError): raise UserError(f'subset size {fraction!r} is not a number') from None
     if not (0 < f <= 1): raise UserError(f'subset size {fraction} is outside (0, 1]: it is the fraction of each class to train on')
     return f
+
+# %% ../nbs/00_core.ipynb #k12
+LAYOUT = dict(train_split='train', validation_split='validation', test_split='test',   # the dataset's names of its splits
+              image_column='image', label_column='label',                              # ... and of its columns
+              validation_fraction=0.0)   # > 0: no validation split; hold out this share of each training class instead
