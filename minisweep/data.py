@@ -61,10 +61,10 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id, or a local folder: pa
     if 'validation' in splits and not validation_fraction and validation_split not in dd:
         raise UserError(f'dataset {dataset} has no {validation_split!r} split (it has: {", ".join(dd)}): hold one out of '
                         f'{train_split!r} with --validation-fraction (e.g. 0.1), or name it with --validation-split')
-    load = [r for r in splits if not (r == 'validation' and validation_fraction)]
-    if validation_fraction and 'train' not in load: load.append('train')
+    carve = bool(validation_fraction) and bool({'train', 'validation'} & set(splits))   # the test split alone needs no carving
+    load = [r for r in splits if r != 'validation' or not validation_fraction] + (['train'] if carve and 'train' not in splits else [])
     out = {r: _split_data(dd, names[r], r, str(dataset), image_column, label_column) for r in load}
-    if validation_fraction: out['train'], out['validation'] = carve_validation(out['train'], validation_fraction)
+    if carve: out['train'], out['validation'] = carve_validation(out['train'], validation_fraction)
     return {r: out[r] for r in splits}
 
 def _open_dataset(dataset: str):
