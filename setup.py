@@ -55,7 +55,7 @@ setuptools.setup(
     include_package_data=True,
     cmdclass={'build_py': BuildWithNotebooks},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'ray': ['ray[default]>=2.9']},
+    extras_require={'dev': dev_requirements, 'ray': ['ray[default]>=2.9'], 'tensorboard': ['tensorboard>=2.14']},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

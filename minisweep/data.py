@@ -13,19 +13,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-# %% auto #0
-__all__ = ['DEFAULT_DATASET', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
-           'SplitData', 'load_splits', 'check_fraction', 'subset_counts', 'subset_indices', 'fraction_grid',
-           'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers',
-           'ImageCache', 'decoded_split', 'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch',
-           'Batches', 'class_counts', 'image_sizes', 'show_samples', 'make_sample']
+from .core import DEFAULT_DATASET, LAYOUT, UserError, check_fraction
 
-# %% ../nbs/00_data.ipynb #c006
-class UserError(ValueError):
-    "A problem with what was asked for, told in one line; the `minisweep` command prints it and exits with status 2."
+# %% auto #0
+__all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
+           'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size', 'cache_dir',
+           'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers', 'ImageCache', 'decoded_split',
+           'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
+           'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
-DEFAULT_DATASET = 'timm/mini-imagenet'
 SPLITS = ('train', 'validation', 'test')
 
 def sample_dataset() -> str:
@@ -42,48 +39,80 @@ class SplitData:
     labels: np.ndarray   # int64 label of every image
     classes: list        # class names, index = label
     dataset: str         # the dataset's Hub id or folder
-    split: str           # 'train', 'validation' or 'test'
+    split: str           # its name in the dataset ('train', 'validation', 'test' in the default layout)
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
 
-def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id or local folder in the timm/mini-imagenet layout
-                splits=SPLITS,                   # the splits to open
+def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id, or a local folder: parquet shards, an ImageFolder or `save_to_disk` output
+                splits=SPLITS,                   # the splits to open, by role: train, validation, test
+                train_split: str = 'train',      # the dataset's name of its training split
+                validation_split: str = 'validation',  # ... of its validation split
+                test_split: str = 'test',        # ... of its test split
+                image_column: str = 'image',     # the column of the images (an Image feature)
+                label_column: str = 'label',     # the column of the labels (a ClassLabel)
+                validation_fraction: float = 0.0,  # > 0: no validation split; hold out this share of each training class
                ) -> dict:
-    "Open `splits` of `dataset` and check their columns; returns {split: `SplitData`}."
+    "Open `splits` of `dataset` and check their columns; returns {role: `SplitData`}, the columns named `image` and `label`."
+    dd = _open_dataset(str(dataset))
+    names = dict(train=train_split, validation=validation_split, test=test_split)
+    if validation_fraction and validation_split in dd:
+        raise UserError(f'dataset {dataset} has a {validation_split!r} split: --validation-fraction holds one out of train '
+                        f'only for a dataset without one')
+    if 'validation' in splits and not validation_fraction and validation_split not in dd:
+        raise UserError(f'dataset {dataset} has no {validation_split!r} split (it has: {", ".join(dd)}): hold one out of '
+                        f'{train_split!r} with --validation-fraction (e.g. 0.1), or name it with --validation-split')
+    carve = bool(validation_fraction) and bool({'train', 'validation'} & set(splits))   # the test split alone needs no carving
+    load = [r for r in splits if r != 'validation' or not validation_fraction] + (['train'] if carve and 'train' not in splits else [])
+    out = {r: _split_data(dd, names[r], r, str(dataset), image_column, label_column) for r in load}
+    if carve: out['train'], out['validation'] = carve_validation(out['train'], validation_fraction)
+    return {r: out[r] for r in splits}
+
+def _open_dataset(dataset: str):
+    "The `DatasetDict` of a Hub id, a folder `load_dataset` reads, or a folder `save_to_disk` wrote."
     import datasets
-    dataset = str(dataset)
     if not dataset: raise UserError('no dataset given')
     path = Path(dataset).expanduser()
     if not path.exists() and not _is_hub_id(dataset): raise UserError(f'dataset folder {dataset} does not exist')
     if path.exists() and not path.is_dir(): raise UserError(f'dataset {dataset} is a file, not a dataset folder')
     if path.is_dir(): _check_parquet_files(path, dataset)
     datasets.logging.set_verbosity_error(); datasets.disable_progress_bars()
-    try: dd = datasets.load_dataset(str(path) if path.exists() else dataset)
+    try:
+        if path.is_dir() and ((path / 'dataset_dict.json').exists() or (path / 'state.json').exists()):
+            dd = datasets.load_from_disk(str(path))                # written by save_to_disk
+            return datasets.DatasetDict(train=dd) if isinstance(dd, datasets.Dataset) else dd
+        return datasets.load_dataset(str(path) if path.exists() else dataset)
     except Exception as e:
         where = 'folder' if path.exists() else 'Hub id (is the Hub reachable? set HF_HUB_OFFLINE=1 to use the local cache only)'
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f'cannot open dataset {dataset} as a {where}: {msg}') from None
-    out = {}
-    for split in splits:
-        if split not in dd: raise UserError(f'dataset {dataset} has no {split!r} split (it has: {", ".join(dd)})')
-        ds = dd[split]
-        missing = [c for c in ('image', 'label') if c not in ds.column_names]
-        if missing: raise UserError(f'dataset {dataset}, split {split!r}: no {" and no ".join(map(repr, missing))} column (it has: {", ".join(ds.column_names)})')
-        feat = ds.features['label']
-        if not isinstance(feat, datasets.ClassLabel): raise UserError(f'dataset {dataset}: the label column is {type(feat).__name__}, not a ClassLabel')
-        if not isinstance(ds.features['image'], datasets.Image): raise UserError(f'dataset {dataset}: the image column is not an Image feature')
-        if len(ds) == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty')
-        labels = np.asarray(ds['label'], dtype=np.int64)
-        outside = np.flatnonzero((labels < 0) | (labels >= len(feat.names)))
-        if len(outside): raise UserError(f'dataset {dataset}, split {split!r}, row {outside[0]}: label {labels[outside[0]]} is outside '
-                                         f'the {len(feat.names)} classes of the label column (0 to {len(feat.names) - 1})')
-        if split == 'train':
-            empty = np.flatnonzero(np.bincount(labels, minlength=len(feat.names)) == 0)
-            if len(empty): raise UserError(f'dataset {dataset}: class {feat.names[empty[0]]!r} (label {empty[0]}) has no training images'
-                                           f'{f" ({len(empty)} classes have none)" if len(empty) > 1 else ""}: a model cannot learn it; '
-                                           f'add its images or remove it from the class list')
-        out[split] = SplitData(ds, labels, list(feat.names), dataset, split)
-    return out
+
+_FLAG = dict(train='--train-split', validation='--validation-split', test='--test-split')
+
+def _split_data(dd, split: str, role: str, dataset: str, image_column: str, label_column: str) -> SplitData:
+    "Split `split` of `dd`, checked, its columns renamed `image` and `label`."
+    import datasets
+    if split not in dd: raise UserError(f'dataset {dataset} has no {split!r} split (it has: {", ".join(dd)}): name its {role} split with {_FLAG[role]}')
+    ds = dd[split]
+    missing = [c for c in (image_column, label_column) if c not in ds.column_names]
+    if missing: raise UserError(f'dataset {dataset}, split {split!r}: no {" and no ".join(map(repr, missing))} column (it has: '
+                                f'{", ".join(ds.column_names)}): name them with --image-column and --label-column')
+    if (image_column, label_column) != ('image', 'label'):
+        ds = ds.select_columns([image_column, label_column]).rename_columns(
+            {k: v for k, v in ((image_column, 'image'), (label_column, 'label')) if k != v})
+    feat = ds.features['label']
+    if not isinstance(feat, datasets.ClassLabel): raise UserError(f'dataset {dataset}: the label column is {type(feat).__name__}, not a ClassLabel')
+    if not isinstance(ds.features['image'], datasets.Image): raise UserError(f'dataset {dataset}: the image column is not an Image feature')
+    if len(ds) == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty')
+    labels = np.asarray(ds['label'], dtype=np.int64)
+    outside = np.flatnonzero((labels < 0) | (labels >= len(feat.names)))
+    if len(outside): raise UserError(f'dataset {dataset}, split {split!r}, row {outside[0]}: label {labels[outside[0]]} is outside '
+                                     f'the {len(feat.names)} classes of the label column (0 to {len(feat.names) - 1})')
+    if role == 'train':
+        empty = np.flatnonzero(np.bincount(labels, minlength=len(feat.names)) == 0)
+        if len(empty): raise UserError(f'dataset {dataset}: class {feat.names[empty[0]]!r} (label {empty[0]}) has no training images'
+                                       f'{f" ({len(empty)} classes have none)" if len(empty) > 1 else ""}: a model cannot learn it; '
+                                       f'add its images or remove it from the class list')
+    return SplitData(ds, labels, list(feat.names), dataset, split)
 
 def _check_parquet_files(path: Path, dataset: str):
     "Name the split of an empty parquet file (no bytes, or no rows) in one line, before `datasets` fails on it."
@@ -98,13 +127,6 @@ def _check_parquet_files(path: Path, dataset: str):
         if n == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty: its parquet files hold no rows')
 
 # %% ../nbs/00_data.ipynb #c014
-def check_fraction(fraction: float) -> float:
-    "`fraction` as a float, or a `UserError` when it is not in (0, 1]."
-    try: f = float(fraction)
-    except (TypeError, ValueError): raise UserError(f'subset size {fraction!r} is not a number') from None
-    if not (0 < f <= 1): raise UserError(f'subset size {fraction} is outside (0, 1]: it is the fraction of each class to train on')
-    return f
-
 def subset_counts(labels: np.ndarray, fraction: float) -> np.ndarray:
     "Images per class in the subset of `fraction`: round(fraction * class size), at least one."
     f = check_fraction(fraction)
@@ -125,6 +147,22 @@ def subset_indices(labels: np.ndarray,  # label of every training image
     class_start = np.searchsorted(sorted_labels, sorted_labels, side='left')
     rank = np.arange(len(labels)) - class_start               # position in the class's random order
     return np.sort(order[rank < keep[sorted_labels]])
+
+# %% ../nbs/00_data.ipynb #k04
+def carve_validation(train: SplitData,   # the dataset's whole training split
+                     fraction: float,    # share of each class held out for validation, in (0, 1)
+                     seed: int = 0,      # fixed: every run of a sweep validates on the same images
+                    ) -> tuple:
+    "(the rest of `train`, a validation split of `fraction` of each class held out of it): class-balanced, the same for a seed."
+    if not 0 < fraction < 1: raise UserError(f'validation fraction {fraction} must be in (0, 1): the share of each class held out of train')
+    val = subset_indices(train.labels, fraction, seed)
+    rest = np.setdiff1d(np.arange(len(train)), val)
+    C = len(train.classes)
+    short = np.flatnonzero(np.bincount(train.labels[rest], minlength=C) < np.bincount(train.labels, minlength=C).clip(max=1))
+    if len(short): raise UserError(f'class {train.classes[short[0]]!r} has {np.sum(train.labels == short[0])} training image(s): '
+                                   f'too few to hold one out for validation and train on the rest')
+    return (SplitData(train.ds.select(rest), train.labels[rest], train.classes, train.dataset, f'{train.split}-without-validation-{fraction:g}'),
+            SplitData(train.ds.select(val), train.labels[val], train.classes, train.dataset, f'validation-{fraction:g}-of-{train.split}'))
 
 # %% ../nbs/00_data.ipynb #c019
 def fraction_grid(smallest: float = 1/64,  # the smallest fraction in the grid

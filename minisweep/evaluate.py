@@ -5,7 +5,7 @@
 # %% ../nbs/03_eval.ipynb #c003
 from __future__ import annotations
 import json, os, time, warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ class Evaluation:
     stored_size: int                # side of the decoded images the crops were cut from
     images_per_second: float        # throughput of the forward passes
     device: str                     # where it ran
+    layout: dict = field(default_factory=dict)   # how the dataset names its splits and columns (`TrainConfig.layout`)
 
     def to_dict(self) -> dict:
         "A JSON-ready dict (arrays as lists, nan as None)."
@@ -91,7 +92,7 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
         raise UserError(f'{e}{fix}') from None
     cfg = TrainConfig.from_dict(ck['config'])
     dataset = cfg.dataset if dataset is None else str(dataset)
-    data = load_splits(dataset or sample_dataset(), (split,))[split]
+    data = load_splits(dataset or sample_dataset(), (split,), **cfg.layout())[split]
     if list(data.classes) != list(ck['classes']):
         raise UserError(f'{path} was trained on {len(ck["classes"])} classes, which are not the {len(data.classes)} '
                         f'classes of {dataset or "the shipped sample"}')
@@ -115,7 +116,8 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
     return Evaluation(model=cfg.model, split=split, dataset=dataset, epoch=int(ck['epoch']), n=len(y), loss=m['loss'],
                       top1_error=m['top1_error'], top5_error=m['top5_error'], per_class_accuracy=per_class,
                       confusion=confusion, predictions=pred.cpu().numpy(), classes=list(data.classes),
-                      image_size=cfg.image_size, stored_size=size, images_per_second=len(y) / seconds, device=str(dev))
+                      image_size=cfg.image_size, stored_size=size, images_per_second=len(y) / seconds, device=str(dev),
+                      layout=cfg.layout())
 
 # %% ../nbs/03_eval.ipynb #c012
 RUN_FILES = ('metrics.json', 'best.pt', 'last.pt', 'log.jsonl', 'train.ipynb')
@@ -250,7 +252,7 @@ def class_table(ev: Evaluation) -> pd.DataFrame:
 
 def evaluated_images(ev: Evaluation) -> ImageCache:
     "The decoded images of the split `ev` was computed on (the cache: no decoding again)."
-    data = load_splits(ev.dataset or sample_dataset(), (ev.split,))[ev.split]
+    data = load_splits(ev.dataset or sample_dataset(), (ev.split,), **ev.layout)[ev.split]
     return decoded_split(data, ev.stored_size, progress=False)
 
 def show_class_images(ev: Evaluation,      # an evaluation, with its predictions

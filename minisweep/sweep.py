@@ -9,14 +9,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import minisweep
-from .data import UserError, atomic_write_text, check_fraction, decoded_split, load_splits, sample_dataset, stored_size
+from .data import UserError, atomic_write_text, check_fraction, decoded_split, load_splits, sample_dataset, stored_size, subset_counts
 from .models import check_image_size, model_spec
-from .train import TrainConfig, check_writable, is_complete
+from .train import TrainConfig, check_select_on, check_writable, is_complete, read_log, run_length, validation_epochs
 
 # %% auto #0
 __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
            'train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count',
-           'job_gpus', 'fmt_secs', 'Progress', 'run_local', 'SweepResult', 'failure_table', 'run_sweep']
+           'job_gpus', 'fmt_secs', 'Progress', 'run_local', 'prepare_caches', 'SweepResult', 'failure_table',
+           'run_sweep', 'run_state', 'plan', 'plan_text']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -383,6 +384,16 @@ def run_local(jobs: list, on_start, on_end, n_gpus: int = 0):
     for t in threads: t.start()
     for t in threads: t.join()
 
+# %% ../nbs/05_sweep.ipynb #k04
+def prepare_caches(cfg: TrainConfig,           # the dataset, its layout, image_size and crop_pct of the runs
+                   splits: dict | None = None,  # the splits, already opened; None: open them
+                   progress: bool = True,      # progress bars while decoding
+                  ) -> dict:
+    "Every split of `cfg`'s dataset decoded at the size its runs read: {split: `ImageCache`}, each reused when already there."
+    splits = splits or load_splits(cfg.dataset or sample_dataset(), **cfg.layout())
+    size = stored_size(cfg.image_size, cfg.crop_pct)
+    return {role: decoded_split(s, size, progress=progress) for role, s in splits.items()}
+
 # %% ../nbs/05_sweep.ipynb #c020
 @dataclass
 class SweepResult:
@@ -392,8 +403,24 @@ class SweepResult:
     failures: list
     results: Path | None = None
     figures: list = field(default_factory=list)
+    skipped: int = 0                  # runs found done when the sweep started: not run again
     @property
     def ok(self) -> bool: return not self.failures and self.states.get('done', 0) == sum(self.states.values())
+
+    def summary(self) -> str:
+        "The closing words for a person: how many runs are done, failed and skipped, and where the results and figures are."
+        done, failed = self.states.get('done', 0), self.states.get('failed', 0)
+        others = ''.join(f', {v} {k}' for k, v in self.states.items() if k not in ('done', 'failed'))
+        lines = [f'{sum(self.states.values())} runs in {self.out}: {done} done ({max(0, done - self.skipped)} trained now, '
+                 f'{self.skipped} skipped as done before), {failed} failed{others}'
+                 + ('; the failures are listed above; rerun the same command to retry them' if failed else '')]
+        lines.append(f'results: {self.results}' if self.results else 'results: none (no run finished)')
+        if any(k == 'curves' for k, _ in self.failures): lines.append('figures: none, the curves report failed (see above)')
+        elif self.figures:
+            lines.append(f'figures: {Path(self.figures[0]).parent} ({", ".join(Path(f).name for f in self.figures)}); '
+                         f'report: {Path(self.out) / "curves.ipynb"}')
+        else: lines.append('figures: none')
+        return '\n'.join(lines)
 
 def failure_table(failures: list) -> str:
     "The failures as a Markdown table: run, error."
@@ -412,18 +439,19 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
     if executor == 'ray': from minisweep.ray_executor import check_ray; check_ray(Path(sweep.out), **executor_kw)
     out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
     if figures: check_writable(Path(figures).expanduser())
-    splits = load_splits(sweep.train.get('dataset') or sample_dataset())
+    first = sweep.config(sweep.models[0], 1, 0)
+    splits = load_splits(first.dataset or sample_dataset(), **first.layout())
+    check_select_on(first.select_on, len(splits['train'].classes))
     with sweep_lock(out):
         rec = SweepRecord(sweep)
-        size = stored_size(sweep.config(sweep.models[0], 1, 0).image_size, sweep.config(sweep.models[0], 1, 0).crop_pct)
-        if executor == 'local':      # decode once, here; a bad image fails the sweep before any training
-            for s in ('train', 'validation', 'test'): decoded_split(splits[s], size, progress=True)
+        if executor == 'local': prepare_caches(first, splits)   # decode once, here; a bad image fails the sweep before any training
         jobs = []
         for m, f, s, lr in sweep.runs():
             key = sweep.key(m, f, s, lr)
             if rec.data['runs'][key]['state'] != 'done':
                 jobs.append((key, asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr)))
         states = rec.states()
+        skipped = states.get('done', 0)
         prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), log)
         failures = []
         def on_start(key, slot):
@@ -443,7 +471,7 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
                 run_ray(jobs, on_start, on_end, **executor_kw)
         else: log(f'all {len(sweep.runs())} runs of {out} are done already')
         failures += rec.from_disk()                     # a finished run whose folder was deleted meanwhile
-        result = SweepResult(out, rec.states(), failures)
+        result = SweepResult(out, rec.states(), failures, skipped=skipped)
         if rec.states().get('done'):
             from minisweep.evaluate import evaluate_runs
             evaluate_runs(out)
@@ -458,5 +486,57 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
         failures += rec.from_disk()
         rec.data['ended'] = now(); rec.save()
         result.states = rec.states()
-        if failures: log('failures:\n' + failure_table(failures))
+        if failures: print('failures:\n' + failure_table(failures), file=sys.stderr)
         return result
+
+# %% ../nbs/05_sweep.ipynb #k02
+def run_state(run_dir: Path) -> str:
+    "done (its metrics.json), partial (a last.pt or a logged validation: it resumes) or pending."
+    if is_complete(run_dir): return 'done'
+    return 'partial' if (Path(run_dir) / 'last.pt').exists() or read_log(run_dir) else 'pending'
+
+def plan(sweep: Sweep) -> 'pd.DataFrame':
+    "Every run of `sweep`: folder, state, images, epochs, optimizer steps, validations and images left; reads labels only, writes nothing."
+    import pandas as pd
+    sweep.check()
+    record = Path(sweep.out) / 'sweep.json'
+    old = json.loads(record.read_text()).get('identity') if record.exists() else None
+    if old is not None and old != json.loads(json.dumps(sweep.identity())):
+        raise UserError(f'{sweep.out} holds a sweep with another grid or other settings: plan a new one with another --out, '
+                        f'or the original command to see where it stands')
+    first = sweep.config(sweep.models[0], 1, 0)
+    splits = load_splits(first.dataset or sample_dataset(), **first.layout())
+    labels = splits['train'].labels
+    check_select_on(first.select_on, len(splits['train'].classes))
+    rows = []
+    for m, f, s, lr in sweep.runs():
+        cfg, run_dir = sweep.config(m, f, s, lr), sweep.run_dir(m, f, s, lr)
+        row = dict(run=sweep.key(m, f, s, lr), state=run_state(run_dir), n_train=int(subset_counts(labels, f).sum()))
+        if row['n_train'] < cfg.batch_size:
+            rows.append(row | dict(epochs=0, steps=0, validations=0, images_to_train=0,
+                                   note=f'fails: batch size {cfg.batch_size} > {row["n_train"]} images')); continue
+        length = run_length(row['n_train'], cfg)
+        done = {'done': length['epochs'], 'partial': max([r['epoch'] for r in read_log(run_dir)], default=0)}.get(row['state'], 0)
+        rows.append(row | dict(epochs=length['epochs'], steps=length['total_steps'],
+                               validations=len(validation_epochs(length['epochs'], cfg.max_validations)),
+                               images_to_train=(length['epochs'] - done) * length['steps_per_epoch'] * cfg.batch_size, note=''))
+    df = pd.DataFrame(rows)
+    df.attrs.update(dataset=first.dataset or 'the sample shipped with minisweep', n_train=len(labels),
+                    classes=len(splits['train'].classes), image_size=first.image_size, batch_size=first.batch_size)
+    return df
+
+# %% ../nbs/05_sweep.ipynb #k03
+def plan_text(sweep: Sweep, df: 'pd.DataFrame') -> str:
+    "The plan as a person reads it: the grid, one line per run, the totals."
+    a, by = df.attrs, df.state.value_counts().to_dict()
+    lrs = {m: sweep.rates(m) for m in sweep.models if sweep.tunes(m)}
+    lines = [f'grid: {len(sweep.models)} models ({", ".join(sweep.models)}) x {len(sweep.subset_sizes)} subset sizes '
+             f'({", ".join(f"{f:g}" for f in sweep.subset_sizes)}) x {len(sweep.seeds)} seeds ({", ".join(map(str, sweep.seeds))})'
+             + (f' x learning rates {lrs}' if lrs else '') + f' = {len(df)} runs',
+             f'dataset: {a["dataset"]} ({a["n_train"]} training images, {a["classes"]} classes), {a["image_size"]} px, batch {a["batch_size"]}',
+             f'folder: {sweep.out}' + ('' if Path(sweep.out).exists() else ' (not created yet)'), '',
+             df.drop(columns=['note'] if not df.note.any() else []).to_string(index=False), '',
+             f'{len(df)} runs: ' + ', '.join(f'{by.get(k, 0)} {k}' for k in ('done', 'partial', 'pending'))
+             + f'; {int(df.images_to_train.sum()):,} images to train ({int(df[df.state != "done"].steps.sum()):,} optimizer steps in the runs not done)',
+             'dry run: nothing was written']
+    return '\n'.join(lines)

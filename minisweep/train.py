@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #c003
 from __future__ import annotations
-import functools, json, math, os, pickle, random, tempfile, time, warnings
+import functools, importlib.util, json, math, os, pickle, random, tempfile, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,16 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .core import LAYOUT
 from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, file_mode,
                             load_splits, sample_dataset, stored_size, subset_indices)
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TrainConfig', 'resolve_device', 'param_groups', 'lr_factor',
-           'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported',
-           'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save', 'CorruptCheckpoint',
-           'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete', 'prepare_data',
-           'training_memory', 'cache_placement', 'train_run']
+__all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'TrainConfig', 'resolve_device', 'param_groups',
+           'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
+           'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
+           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete',
+           'check_select_on', 'prepare_data', 'training_memory', 'cache_placement', 'tensorboard_writer', 'log_scalars',
+           'train_run']
 
 # %% ../nbs/02_train.ipynb #c006
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
@@ -35,6 +37,12 @@ class TrainConfig:
     subset_size: float = 1.0
     seed: int = 0
     dataset: str = ''
+    train_split: str = 'train'
+    validation_split: str = 'validation'
+    test_split: str = 'test'
+    image_column: str = 'image'
+    label_column: str = 'label'
+    validation_fraction: float = 0.0
     image_size: int = 227
     num_epochs: int = 90
     min_steps: int = 0
@@ -56,10 +64,11 @@ class TrainConfig:
     eval_batch_size: int = 256
     num_threads: int = 0
     progress: bool = True
+    tensorboard: bool = False
     out_dir: str = ''
 
     # knobs that change neither the numbers nor the meaning of a run: a run may resume under other values of these
-    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile')
+    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard')
 
     @classmethod
     def from_dict(cls, d: dict) -> 'TrainConfig':
@@ -83,6 +92,11 @@ class TrainConfig:
         if not isinstance(self.max_validations, int) or self.max_validations < 0:
             raise UserError(f'max_validations must be a whole number >= 0 (0: every epoch), got {self.max_validations}')
         if self.select_on not in SELECT_ON: raise UserError(f'select_on must be one of {", ".join(SELECT_ON)}, got {self.select_on!r}')
+        for name in ('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name): raise UserError(f'{name} must be a name, got {getattr(self, name)!r}')
+        if not 0 <= self.validation_fraction < 1: raise UserError(f'validation_fraction must be in [0, 1), got {self.validation_fraction}')
+        if self.tensorboard and importlib.util.find_spec('tensorboard') is None:
+            raise UserError("tensorboard is not installed: pip install 'minisweep[tensorboard]' (or pip install tensorboard), or drop --tensorboard")
         resolve_device(self.device)
         return self
 
@@ -96,7 +110,13 @@ class TrainConfig:
         ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
         if not self.min_steps and (self.max_validations == 0 or self.max_validations >= self.num_epochs):
             del ident['max_validations']      # every epoch validated: the same run as before the budget existed
+        for k, v in LAYOUT.items():
+            if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named
         return ident
+
+    def layout(self) -> dict:
+        "How the run's dataset names its splits and columns: `load_splits`'s keyword arguments."
+        return {k: getattr(self, k) for k in LAYOUT}
 
 def resolve_device(device: str = 'auto') -> torch.device:
     "`auto` -> cuda when there is a GPU, else cpu; a `UserError` for a device that is not there."
@@ -293,9 +313,16 @@ def is_complete(run_dir: Path) -> bool:
     except (OSError, ValueError): return False
 
 # %% ../nbs/02_train.ipynb #c022
+def check_select_on(select_on: str, num_classes: int):
+    "Refuse to pick checkpoints on top-5 error with 5 classes or fewer: the label is then always among the top 5, the error always 0."
+    if select_on == 'val_top5_error' and num_classes <= 5:
+        raise UserError(f'the dataset has {num_classes} classes: with 5 or fewer, top-5 error is always 0 and cannot pick a '
+                        f'checkpoint; select on val_top1_error or val_loss (--select-on)')
+
 def prepare_data(cfg: TrainConfig, device: torch.device) -> dict:
     "Decoded train and validation splits, the subset's indices, and their `Batches` on `device`."
-    splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'))
+    splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'), **cfg.layout())
+    check_select_on(cfg.select_on, len(splits['train'].classes))
     size = stored_size(cfg.image_size, cfg.crop_pct)
     train, val = decoded_split(splits['train'], size, progress=cfg.progress), decoded_split(splits['validation'], size, progress=cfg.progress)
     idx = subset_indices(train.labels, cfg.subset_size, cfg.seed)
@@ -350,6 +377,22 @@ def _epoch(model, batches, opt, sched, crit, device, bf16, bar):
         bar.update(n)
         if bar.disable is False and i % 25 == 0: bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False)
     return loss_sum.item() / seen, 1 - correct.item() / seen, seen
+
+# %% ../nbs/02_train.ipynb #k02
+TB_SCALARS = dict(train_loss='loss/train', val_loss='loss/validation', train_top1_error='top1_error/train',
+                  val_top1_error='top1_error/validation', val_top5_error='top5_error/validation', lr='learning_rate',
+                  images_per_second='images_per_second')   # row of log.jsonl -> TensorBoard tag
+
+def tensorboard_writer(cfg: TrainConfig, run_dir: Path, step: int = 0):
+    "A `SummaryWriter` on `run_dir/tensorboard` when `cfg.tensorboard` (events after optimizer step `step` dropped), else None."
+    if not cfg.tensorboard: return None
+    from torch.utils.tensorboard import SummaryWriter
+    return SummaryWriter(str(Path(run_dir) / 'tensorboard'), purge_step=step + 1 if step else None)
+
+def log_scalars(writer, row: dict):
+    "One validation (a row of `log.jsonl`) as TensorBoard scalars at its optimizer step, flushed for a live TensorBoard."
+    for key, tag in TB_SCALARS.items(): writer.add_scalar(tag, row[key], row['step'])
+    writer.flush()
 
 # %% ../nbs/02_train.ipynb #c023
 def _check_same_run(run_dir: Path, saved: dict, cfg: TrainConfig):
@@ -409,6 +452,7 @@ def train_run(cfg: TrainConfig) -> dict:
             atomic_save(_best_checkpoint(model, cfg, state['epoch'], rows[-1], data), run_dir / 'best.pt')
 
     step_model = compile_model(model) if cfg.compile else model
+    writer = tensorboard_writer(cfg, run_dir, state['epoch'] * length['steps_per_epoch'])
     validate_after = set(validation_epochs(length['epochs'], cfg.max_validations))
     since = dict(seconds=0.0, train_seconds=0.0, seen=0)          # since the last validation
     for epoch in range(state['epoch'] + 1, length['epochs'] + 1):
@@ -441,12 +485,14 @@ def train_run(cfg: TrainConfig) -> dict:
         else: state['bad_validations'] += 1
         state['epoch'] = epoch
         _append_log(run_dir, row)
+        if writer: log_scalars(writer, row)
         atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          state=dict(state), rng=_rng_state(device), config=asdict(cfg), epoch=epoch,
                          classes=data['classes'], n_train=data['n_train']), last)
         if improved: atomic_save(_best_checkpoint(model, cfg, epoch, row, data), run_dir / 'best.pt')
         if cfg.patience and state['bad_validations'] >= cfg.patience: break
 
+    if writer: writer.close()
     log = read_log(run_dir)
     best = next(r for r in log if r['epoch'] == state['best_epoch'])
     metrics = dict(status='done', model=cfg.model, subset_size=cfg.subset_size, seed=cfg.seed, n_train=data['n_train'],

@@ -49,8 +49,11 @@ def local_sweep(tmp_path_factory, session_env):
     root = tmp_path_factory.mktemp('local')
     args = ['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '1', '0.5', '--seeds', '0', *SMALL,
             '--out', root / 'sweep', '--figures', root / 'figures']
+    prep = minisweep('prepare', '--dataset', '', '--image-size', '64', cwd=root)     # the caches, decoded ahead of the sweep
+    assert prep.returncode == 0 and prep.stdout.count('train') >= 1, prep.stderr[-2000:]
+    builds = (session_env / 'builds.jsonl').read_text()
     p = minisweep(*args, cwd=root)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    return dict(root=root, out=root / 'sweep', args=args, first=p)
+    return dict(root=root, out=root / 'sweep', args=args, first=p, decoded_by_sweep=(session_env / 'builds.jsonl').read_text() != builds)
 
 

@@ -424,7 +424,7 @@ def test_nan_loss_fails_the_run_after_the_first_bad_epoch(tmp_path):
     run_dir = out / 'alexnet/subset_0.2500/seed_0'
     assert len((run_dir / 'log.jsonl').read_text().splitlines()) <= 1          # stopped at the first bad epoch
     assert not (run_dir / 'metrics.json').exists()
-    assert '| alexnet/subset_0.2500/seed_0 |' in p.stdout and 'Traceback' not in p.stderr
+    assert '| alexnet/subset_0.2500/seed_0 |' in p.stderr and 'Traceback' not in p.stderr      # the failure table, on stderr
 
 
 # --- 8. a full disk ----------------------------------------------------------------------------------------------------
@@ -802,7 +802,7 @@ def test_a_finished_run_deleted_during_the_sweep_is_reported_and_trained_again_o
     assert p.returncode == 1, output(p)
     run = json.loads((out / 'sweep.json').read_text())['runs'][R1]
     assert run['state'] == 'failed' and 'metrics.json is gone' in run['error'] and 'rerun' in run['error'], run
-    assert f'| {R1} |' in raw_text(p.logs[0])                     # in the failure table
+    assert f'| {R1} |' in raw_text(p.logs[1])                     # in the failure table, on stderr
     assert list(results(out)) == [('resnet18', 0.125, 0)]         # results hold what is on disk
     again = run_cli('sweep', *GRID, '--out', out, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]

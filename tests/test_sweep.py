@@ -28,6 +28,9 @@ def test_sweep_writes_everything(local_sweep):
     for name in ('alexnet_curve.png', 'resnet18_curve.png', 'curves.png'):
         assert (local_sweep['root'] / 'figures' / name).stat().st_size > 5000
     assert 'done' in local_sweep['first'].stdout and 'left' in local_sweep['first'].stdout   # progress with a time estimate
+    assert '4 runs in' in local_sweep['first'].stdout and '4 done (4 trained now, 0 skipped as done before), 0 failed' in local_sweep['first'].stdout
+    assert f"results: {out / 'results.json'}" in local_sweep['first'].stdout and 'curves.png' in local_sweep['first'].stdout
+    assert not local_sweep['decoded_by_sweep']          # `minisweep prepare` decoded every split; the sweep reused them
 
 
 def test_sweep_again_retrains_nothing_and_resumes_missing(local_sweep):
@@ -36,7 +39,7 @@ def test_sweep_again_retrains_nothing_and_resumes_missing(local_sweep):
     before = files()
     p = minisweep(*args, cwd=local_sweep['root'])
     assert p.returncode == 0, p.stderr[-2000:]
-    assert files() == before and 'done already' in p.stdout
+    assert files() == before and 'done already' in p.stdout and '4 skipped as done before' in p.stdout
     victim = out / 'resnet18' / 'subset_0.5000' / 'seed_0'
     (victim / 'metrics.json').unlink()
     p = minisweep(*args, cwd=local_sweep['root'])
@@ -55,7 +58,8 @@ def test_a_failing_run_leaves_the_others_and_exits_nonzero(tmp_path):
     assert rec['resnet18/subset_1.0000/seed_0']['state'] == 'done'
     failed = rec['resnet18/subset_0.0500/seed_0']
     assert failed['state'] == 'failed' and 'batch size 32 is larger' in failed['error'] and failed['error'].startswith('cell ')
-    assert '| resnet18/subset_0.0500/seed_0 |' in p.stdout                     # the failure table
+    assert '| resnet18/subset_0.0500/seed_0 |' in p.stderr and '|' not in p.stdout   # the failure table, on stderr
+    assert '2 runs in' in p.stdout and '1 done (1 trained now, 0 skipped as done before), 1 failed' in p.stdout   # the closing summary
     assert (tmp_path / 's' / 'resnet18' / 'subset_1.0000' / 'seed_0' / 'metrics.json').exists()
 
 
@@ -190,3 +194,39 @@ def test_the_test_split_takes_no_part_in_the_choice(tuned_sweep, tmp_path):
         assert (tmp_path / 'fig' / 'resnet18_lr_sensitivity.png').exists()
     finally:
         for m, text in saved.items(): m.write_text(text)
+
+
+def image_folder(root: Path, n_classes: int = 3) -> Path:
+    "An ImageFolder made from the shipped sample: train/<class>/*.jpg and test/<class>/*.jpg, no validation folder."
+    import pyarrow.parquet as pq
+    from minisweep.data import sample_dataset
+    for split in ('train', 'test'):
+        t = pq.read_table(next((Path(sample_dataset()) / 'data').glob(f'{split}-*.parquet'))).to_pydict()
+        for i, (im, y) in enumerate(zip(t['image'], t['label'])):
+            if y < n_classes:
+                (root / split / f'class_{y}').mkdir(parents=True, exist_ok=True)
+                (root / split / f'class_{y}' / f'{i}.jpg').write_bytes(im['bytes'])
+    return root
+
+
+def test_image_folder_with_a_validation_split_held_out(tmp_path, session_env, capsys):
+    "A 3-class ImageFolder without validation: top-5 selection refused, caches prepared, the sweep's job trains on it."
+    from minisweep.cli import main
+    folder = image_folder(tmp_path / 'folder')
+    grid = ['--models', 'resnet18', '--subset-sizes', '1', '--dataset', str(folder), '--validation-fraction', '0.25',
+            '--image-size', '64', '--batch-size', '32', '--num-epochs', '1', '--device', 'cpu', '--out', str(tmp_path / 's')]
+    assert main(['sweep', *grid, '--dry-run']) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and 'top-5 error is always 0' in err
+    assert main(['sweep', *grid, '--select-on', 'val_top1_error', '--dry-run']) == 0
+    assert 'resnet18/subset_1.0000/seed_0 pending       90' in capsys.readouterr().out and not (tmp_path / 's').exists()
+    p = minisweep('prepare', '--dataset', folder, '--image-size', '64', '--validation-fraction', '0.25')
+    assert p.returncode == 0 and p.stdout.count('decoded in') == 3, p.stderr[-2000:]
+    builds = (session_env / 'builds.jsonl').read_text()
+    p = minisweep('sweep', *grid, '--select-on', 'val_top1_error', '--figures', '')
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    (row,) = json.loads((tmp_path / 's' / 'results.json').read_text())['runs']
+    assert (row['n_train'], row['num_classes']) == (90, 3)          # 40 a class, 10 held out for validation
+    config = json.loads((tmp_path / 's' / 'resnet18' / 'subset_1.0000' / 'seed_0' / 'metrics.json').read_text())['config']
+    assert config['validation_fraction'] == 0.25 and config['select_on'] == 'val_top1_error'   # reached the papermill job
+    assert (session_env / 'builds.jsonl').read_text() == builds    # other processes: the job and the evaluation reused the caches

@@ -304,3 +304,37 @@ def test_cuda_rng_state_is_the_current_devices_and_resumes_with_fewer_gpus(tmp_p
     visible[0], current[0] = 1, 0                                   # resumed where one GPU is visible (cuda:0)
     _set_rng_state(load_checkpoint(tmp_path / 'last.pt')['rng'])
     assert len(restored) == 1 and restored[0][0] == 0 and torch.equal(restored[0][1], states[2])
+
+
+def test_tensorboard_scalars_at_each_validation(tmp_path, monkeypatch):
+    "With tensorboard=True each validation's row goes to a SummaryWriter at its step; a resume drops what came after last.pt."
+    import importlib.util, types
+    calls = []
+    class Writer:                      # records what torch.utils.tensorboard.SummaryWriter would be given
+        def __init__(self, log_dir, purge_step=None): calls.append(('open', Path(log_dir), purge_step))
+        def add_scalar(self, tag, value, step): calls.append((tag, step))
+        def flush(self): pass
+        def close(self): calls.append('close')
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: object() if name == 'tensorboard' else find_spec(name, *a))
+    monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', types.SimpleNamespace(SummaryWriter=Writer))
+    cfg = sample_cfg(tmp_path / 'run', subset_size=0.25, num_epochs=2, tensorboard=True)   # 3 steps an epoch
+    train_run(cfg)
+    tags = {t for t in calls if isinstance(t, tuple) and t[0] != 'open'}
+    assert calls[0] == ('open', tmp_path / 'run' / 'tensorboard', None) and calls[-1] == 'close'
+    assert {step for _, step in tags} == {3, 6} and ('top5_error/validation', 6) in tags and len(tags) == 14
+    (tmp_path / 'run' / 'metrics.json').unlink()                 # unfinished again: it resumes after its last validation
+    calls.clear(); train_run(cfg)
+    assert calls == [('open', tmp_path / 'run' / 'tensorboard', 7), 'close']
+
+
+def test_tensorboard_not_installed_is_one_line(tmp_path, monkeypatch, capsys):
+    "Without the tensorboard package, --tensorboard is refused in one line before any work starts."
+    import importlib.util
+    from minisweep.cli import main
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'tensorboard' else find_spec(name, *a))
+    code = main(['train', '--model', 'resnet18', '--tensorboard', '--dataset', '', '--device', 'cpu', '--checkpoint-dir', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install 'minisweep[tensorboard]'" in err
+    assert not list(tmp_path.rglob('*.pt'))
