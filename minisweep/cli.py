@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .data import DEFAULT_DATASET, UserError, check_fraction, fraction_grid
-from .train import TrainConfig, TrainingDiverged, train_run
+from .train import TrainConfig, TrainingDiverged, open_splits, train_run
 
 # %% auto #0
 __all__ = ['DEMO', 'COMMANDS', 'Parser', 'make_parser', 'cmd_sweep', 'cmd_train', 'cmd_eval', 'cmd_curves', 'cmd_demo', 'main']
@@ -64,7 +64,8 @@ def _train_flags(p: argparse.ArgumentParser, epochs: int = 90, image_size: int =
     g.add_argument('--learning-rate', type=float, default=0.0, help="peak learning rate (default 0: the model's default, scaled by batch size / 128)")
     g.add_argument('--batch-size', type=_positive, default=128, help='images per optimizer step (default %(default)s)')
     g.add_argument('--image-size', type=_positive, default=image_size, help='side of the square crop the model sees (default %(default)s)')
-    g.add_argument('--dataset', default=DEFAULT_DATASET, help='Hub id or local folder in the timm/mini-imagenet layout (default %(default)s)')
+    g.add_argument('--dataset', default=DEFAULT_DATASET, help='Hub id or local folder in the timm/mini-imagenet layout, or sample: the '
+                                                              '10-class sample shipped with minisweep (default %(default)s)')
     g.add_argument('--weight-decay', type=float, default=5e-4, help='weight decay, not on BatchNorm and biases (default %(default)s)')
     g.add_argument('--label-smoothing', type=float, default=0.1, help='label smoothing (default %(default)s)')
     g.add_argument('--select-on', default='val_top5_error', choices=['val_top5_error', 'val_top1_error', 'val_loss'],
@@ -100,7 +101,7 @@ def make_parser() -> Parser:
                         '(alexnet=0.005,0.01,0.02 resnet18=0.1,0.2,0.4; a model not named keeps --learning-rate); each size '
                         'uses the rate of lowest mean validation error (default: the one rate of --learning-rate)')
     s.add_argument('--out', default=None, help='sweep folder (default: runs/<timestamp>)')
-    s.add_argument('--figures', default='output', help='folder for the curve figures (default %(default)s)')
+    s.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
     s.add_argument('--executor', default='local', choices=['local', 'ray'], help='local: one run at a time, one per GPU; ray: a Ray cluster')
     s.add_argument('--ray-address', default=None, help='Ray cluster address (default: start or join a local one)')
     s.add_argument('--gpus-per-run', type=float, default=None, help='Ray: GPUs per run (default 1 when the cluster has GPUs, else 0)')
@@ -133,19 +134,23 @@ def make_parser() -> Parser:
     d = sub.add_parser('demo', help='the whole sweep on the shipped sample, on any machine (a few minutes on a CPU)',
                        description='Both models, four subset sizes, two seeds, on the 10-class sample shipped with minisweep.')
     d.add_argument('--out', default='runs/demo', help='sweep folder (default %(default)s)')
-    d.add_argument('--figures', default='output', help='folder for the curve figures (default %(default)s)')
+    d.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
     d.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default %(default)s)')
     return p
 
 # %% ../nbs/06_cli.ipynb #c008
 def _timestamp() -> str: return dt.datetime.now().strftime('%Y%m%d-%H%M%S')
 
+def _figures(flag: str | None) -> str | None:
+    "--figures as `run_sweep` takes it: None -> the sweep's own figures/, '' -> none, a path -> from the working directory."
+    return 'figures' if flag is None else str(Path(flag).expanduser().absolute()) if flag else None
+
 def cmd_sweep(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     out = a.out or str(Path('runs') / _timestamp())
     sweep = Sweep(a.models, a.subset_sizes, a.seeds, out=out, train=_train_settings(a), learning_rates=_learning_rate_grid(a.learning_rates))
     kw = dict(address=a.ray_address, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run, max_retries=a.max_retries) if a.executor == 'ray' else {}
-    res = run_sweep(sweep, executor=a.executor, figures=a.figures, **kw)
+    res = run_sweep(sweep, executor=a.executor, figures=_figures(a.figures), **kw)
     print(f'sweep {res.out}: {res.states}; results: {res.results}; figures: {", ".join(map(str, res.figures)) or "none"}')
     return 0 if res.ok else 1
 
@@ -154,6 +159,7 @@ def cmd_train(a) -> int:
     cfgs = [TrainConfig(model=a.model, subset_size=f, seed=a.seed, out_dir=str(base / f'subset_{f:.4f}'), **_train_settings(a))
             for f in a.subset_sizes]
     for c in cfgs: c.check()
+    open_splits(min(cfgs, key=lambda c: c.subset_size))     # a batch larger than the smallest subset: one line, before any run
     failed = 0
     for c in cfgs:
         try:
@@ -193,7 +199,7 @@ DEMO = dict(models=['alexnet', 'resnet18'], subset_sizes=[1, 0.5, 0.25, 0.125], 
 def cmd_demo(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     sweep = Sweep(DEMO['models'], DEMO['subset_sizes'], DEMO['seeds'], out=a.out, train=dict(DEMO['train'], device=a.device))
-    res = run_sweep(sweep, figures=a.figures)
+    res = run_sweep(sweep, figures=_figures(a.figures))
     print(f'demo sweep {res.out}: {res.states}; figures: {", ".join(map(str, res.figures)) or "none"}')
     return 0 if res.ok else 1
 

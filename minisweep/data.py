@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+with warnings.catch_warnings():      # tqdm.auto (datasets and huggingface_hub import it) warns in every kernel without ipywidgets
+    warnings.simplefilter('ignore'); import tqdm.autonotebook
+from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['DEFAULT_DATASET', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
+__all__ = ['DEFAULT_DATASET', 'SAMPLE', 'SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'UserError', 'sample_dataset',
            'SplitData', 'load_splits', 'check_fraction', 'subset_counts', 'subset_indices', 'fraction_grid',
            'stored_size', 'cache_dir', 'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers',
            'ImageCache', 'decoded_split', 'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch',
@@ -26,6 +28,7 @@ class UserError(ValueError):
 
 # %% ../nbs/00_data.ipynb #c008
 DEFAULT_DATASET = 'timm/mini-imagenet'
+SAMPLE = 'sample'   # the name of the sample shipped with minisweep, wherever a dataset is asked for
 SPLITS = ('train', 'validation', 'test')
 
 def sample_dataset() -> str:
@@ -46,12 +49,12 @@ class SplitData:
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
 
-def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id or local folder in the timm/mini-imagenet layout
+def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id, local folder in the timm/mini-imagenet layout, or `sample`
                 splits=SPLITS,                   # the splits to open
                ) -> dict:
     "Open `splits` of `dataset` and check their columns; returns {split: `SplitData`}."
     import datasets
-    dataset = str(dataset)
+    dataset = sample_dataset() if str(dataset) == SAMPLE else str(dataset)
     if not dataset: raise UserError('no dataset given')
     path = Path(dataset).expanduser()
     if not path.exists() and not _is_hub_id(dataset): raise UserError(f'dataset folder {dataset} does not exist')
@@ -62,7 +65,8 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id or local folder in the
     except Exception as e:
         where = 'folder' if path.exists() else 'Hub id (is the Hub reachable? set HF_HUB_OFFLINE=1 to use the local cache only)'
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f'cannot open dataset {dataset} as a {where}: {msg}') from None
+        hint = '' if path.exists() else f'; to try minisweep offline, use the sample shipped with it: --dataset {SAMPLE}'
+        raise UserError(f'cannot open dataset {dataset} as a {where}: {msg}{hint}') from None
     out = {}
     for split in splits:
         if split not in dd: raise UserError(f'dataset {dataset} has no {split!r} split (it has: {", ".join(dd)})')
@@ -218,7 +222,7 @@ def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool
     n, tmp = len(split), path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(n, size, size, 3)).flush()
     chunk = max(16, min(1024, n // (8 * workers) + 1))
-    bar = tqdm(total=n, desc=f'decoding {split.split} at {size}px', unit='img', disable=not progress, leave=False)
+    bar = tqdm(total=n, desc=f'decoding {split.split} at {size}px', unit='img', disable=None if progress else True, leave=False)
     t0 = time.perf_counter()
     try:
         if workers <= 1:
@@ -281,7 +285,7 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
                   size: int,                 # side of the stored square, see `stored_size`
                   root: Path | None = None,  # cache folder; default `cache_dir()`
                   workers: int | None = None,# decoding processes; default: every core
-                  progress: bool = True,     # show a progress bar while decoding
+                  progress: bool = True,     # show a progress bar while decoding, when stderr is a terminal
                  ) -> ImageCache:
     "The split decoded once at `size` pixels: reuse the cache when it is there and sound, else build it."
     root = Path(root or cache_dir()); root.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ def local_sweep(tmp_path_factory, session_env):
     "A 2-model x 2-fraction sweep through the console script (shared with the Ray tests, which compare against it)."
     root = tmp_path_factory.mktemp('local')
     args = ['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '1', '0.5', '--seeds', '0', *SMALL,
-            '--out', root / 'sweep', '--figures', root / 'figures']
+            '--out', root / 'sweep']      # the figures' default home: <out>/figures
     p = minisweep(*args, cwd=root)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return dict(root=root, out=root / 'sweep', args=args, first=p)
