@@ -55,7 +55,8 @@ def _read_results_file(path):
         bad = [i for i, v in enumerate(df[c]) if not (isinstance(v, str) and v)]
         v = df[c].iloc[bad[0]] if bad else None
         if bad: raise UserError(f'{path}: run {bad[0]}: {c} must be a non-empty text, got {"null" if isinstance(v, float) or v is None else repr(v)}')
-    finite = np.isfinite(df[_NUMERIC].to_numpy(float))
+    unknown = np.isin(_NUMERIC, [k for k, v in _BEFORE_LR.items() if pd.isna(v)]) & df[_NUMERIC].isna().to_numpy()
+    finite = np.isfinite(df[_NUMERIC].to_numpy(float)) | unknown          # a rate written before the axis is unknown, not bad
     if not finite.all():
         i, j = np.argwhere(~finite)[0]
         raise UserError(f'{path}: run {i}: {_NUMERIC[j]} is {df[_NUMERIC[j]].iloc[i]}, not a finite number')
