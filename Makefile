@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: demo test test-slow sync bench clean
+.PHONY: demo readme-figures test test-slow sync bench clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): settings.ini setup.py
 
 demo: $(STAMP)
 	$(BIN)/minisweep demo
+
+# the README's figures are the demo's: copied from the demo's own figures folder, on purpose, by this target alone
+README_FIGURES = curves.png alexnet_curve.png resnet18_curve.png
+readme-figures: $(STAMP)
+	test -f runs/demo/figures/curves.png || $(MAKE) demo
+	cp $(addprefix runs/demo/figures/,$(README_FIGURES)) docs/demo/
 
 # Every test writes its runs (real checkpoints: AlexNet's are 0.2-0.5 GB each) under a temporary folder of its own,
 # removed afterwards, pass or fail: a test session never leaves gigabytes behind in /tmp.

@@ -70,7 +70,7 @@ LAYOUT_HELP = dict(train_split="the dataset's name of its training split", valid
 def _dataset_flags(p: argparse.ArgumentParser):
     "--dataset and one flag per field of `LAYOUT` (the `TrainConfig` fields of the same names)."
     g = p.add_argument_group('dataset')
-    g.add_argument('--dataset', default=DEFAULT_DATASET, help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; '' is the shipped sample (default %(default)s)")
+    g.add_argument('--dataset', default=DEFAULT_DATASET, help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; sample (or ''): the 10-class sample shipped with minisweep (default %(default)s)")
     for name, default in LAYOUT.items():
         g.add_argument('--' + name.replace('_', '-'), type=_holdout if name == 'validation_fraction' else str, default=default,
                        help=f'{LAYOUT_HELP[name]} (default %(default)s)')
@@ -122,7 +122,7 @@ def make_parser() -> Parser:
                         'uses the rate of lowest mean validation error (default: the one rate of --learning-rate)')
     s.add_argument('--out', default=None, help='sweep folder (default: runs/<timestamp>)')
     s.add_argument('--dry-run', action='store_true', help='print the plan (every run with its folder, state, images, epochs, steps and validations) and write nothing')
-    s.add_argument('--figures', default='output', help='folder for the curve figures (default %(default)s)')
+    s.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
     s.add_argument('--executor', default='local', choices=['local', 'ray'], help='local: one run at a time, one per GPU; ray: a Ray cluster')
     s.add_argument('--ray-address', default=None, help='Ray cluster address (default: start or join a local one)')
     s.add_argument('--gpus-per-run', type=float, default=None, help='Ray: GPUs per run (default 1 when the cluster has GPUs, else 0)')
@@ -162,12 +162,16 @@ def make_parser() -> Parser:
     d = sub.add_parser('demo', help='the whole sweep on the shipped sample, on any machine (a few minutes on a CPU)',
                        description='Both models, four subset sizes, two seeds, on the 10-class sample shipped with minisweep.')
     d.add_argument('--out', default='runs/demo', help='sweep folder (default %(default)s)')
-    d.add_argument('--figures', default='output', help='folder for the curve figures (default %(default)s)')
+    d.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
     d.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default %(default)s)')
     return p
 
 # %% ../nbs/06_cli.ipynb #c008
 def _timestamp() -> str: return dt.datetime.now().strftime('%Y%m%d-%H%M%S')
+
+def _figures(flag: str | None) -> str | None:
+    "--figures as `run_sweep` takes it: None -> the sweep's own figures/, '' -> none, a path -> from the working directory."
+    return 'figures' if flag is None else str(Path(flag).expanduser().absolute()) if flag else None
 
 def cmd_sweep(a) -> int:
     from minisweep.data import fraction_grid
@@ -178,7 +182,7 @@ def cmd_sweep(a) -> int:
         from minisweep.sweep import plan, plan_text
         print(plan_text(sweep, plan(sweep))); return 0
     kw = dict(address=a.ray_address, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run, max_retries=a.max_retries) if a.executor == 'ray' else {}
-    res = run_sweep(sweep, executor=a.executor, figures=a.figures, **kw)
+    res = run_sweep(sweep, executor=a.executor, figures=_figures(a.figures), **kw)
     print(res.summary())
     return 0 if res.ok else 1
 
@@ -193,11 +197,12 @@ def cmd_prepare(a) -> int:
     return 0
 
 def cmd_train(a) -> int:
-    from minisweep.train import TrainConfig, TrainingDiverged, train_run
+    from minisweep.train import TrainConfig, TrainingDiverged, open_splits, train_run
     base = Path(a.checkpoint_dir) / a.model / _timestamp()
     cfgs = [TrainConfig(model=a.model, subset_size=f, seed=a.seed, out_dir=str(base / f'subset_{f:.4f}'), **_train_settings(a))
             for f in a.subset_sizes]
     for c in cfgs: c.check()
+    open_splits(min(cfgs, key=lambda c: c.subset_size))     # a batch larger than the smallest subset: one line, before any run
     failed = 0
     for c in cfgs:
         try:
@@ -237,7 +242,7 @@ DEMO = dict(models=['alexnet', 'resnet18'], subset_sizes=[1, 0.5, 0.25, 0.125], 
 def cmd_demo(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     sweep = Sweep(DEMO['models'], DEMO['subset_sizes'], DEMO['seeds'], out=a.out, train=dict(DEMO['train'], device=a.device))
-    res = run_sweep(sweep, figures=a.figures)
+    res = run_sweep(sweep, figures=_figures(a.figures))
     print(res.summary())
     return 0 if res.ok else 1
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['DEFAULT_DATASET', 'LAYOUT', 'UserError', 'check_fraction']
+__all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'UserError', 'check_fraction']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -14,6 +14,7 @@ class UserError(ValueError):
 
 # %% ../nbs/00_core.ipynb #k07
 DEFAULT_DATASET = 'timm/mini-imagenet'
+SAMPLE = 'sample'   # the name of the sample shipped with minisweep, wherever a dataset is asked for
 
 def check_fraction(fraction: float) -> float:
     "`fraction` as a float, or a `UserError` when it is not in (0, 1]."

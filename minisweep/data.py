@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+with warnings.catch_warnings():      # tqdm.auto (datasets and huggingface_hub import it) warns in every kernel without ipywidgets
+    warnings.simplefilter('ignore'); import tqdm.autonotebook
+from tqdm import tqdm
 
-from .core import DEFAULT_DATASET, LAYOUT, UserError, check_fraction
+from .core import DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, check_fraction
 
 # %% auto #0
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
@@ -43,7 +45,7 @@ class SplitData:
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
 
-def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id, or a local folder: parquet shards, an ImageFolder or `save_to_disk` output
+def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a local folder: parquet shards, an ImageFolder or `save_to_disk` output; or `sample`
                 splits=SPLITS,                   # the splits to open, by role: train, validation, test
                 train_split: str = 'train',      # the dataset's name of its training split
                 validation_split: str = 'validation',  # ... of its validation split
@@ -53,7 +55,8 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id, or a local folder: pa
                 validation_fraction: float = 0.0,  # > 0: no validation split; hold out this share of each training class
                ) -> dict:
     "Open `splits` of `dataset` and check their columns; returns {role: `SplitData`}, the columns named `image` and `label`."
-    dd = _open_dataset(str(dataset))
+    dataset = sample_dataset() if str(dataset) == SAMPLE else str(dataset)
+    dd = _open_dataset(dataset)
     names = dict(train=train_split, validation=validation_split, test=test_split)
     if validation_fraction and validation_split in dd:
         raise UserError(f'dataset {dataset} has a {validation_split!r} split: --validation-fraction holds one out of train '
@@ -84,7 +87,8 @@ def _open_dataset(dataset: str):
     except Exception as e:
         where = 'folder' if path.exists() else 'Hub id (is the Hub reachable? set HF_HUB_OFFLINE=1 to use the local cache only)'
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f'cannot open dataset {dataset} as a {where}: {msg}') from None
+        hint = '' if path.exists() else f'; to try minisweep offline, use the sample shipped with it: --dataset {SAMPLE}'
+        raise UserError(f'cannot open dataset {dataset} as a {where}: {msg}{hint}') from None
 
 _FLAG = dict(train='--train-split', validation='--validation-split', test='--test-split')
 
@@ -256,7 +260,7 @@ def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool
     n, tmp = len(split), path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(n, size, size, 3)).flush()
     chunk = max(16, min(1024, n // (8 * workers) + 1))
-    bar = tqdm(total=n, desc=f'decoding {split.split} at {size}px', unit='img', disable=not progress, leave=False)
+    bar = tqdm(total=n, desc=f'decoding {split.split} at {size}px', unit='img', disable=None if progress else True, leave=False)
     t0 = time.perf_counter()
     try:
         if workers <= 1:
@@ -319,7 +323,7 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
                   size: int,                 # side of the stored square, see `stored_size`
                   root: Path | None = None,  # cache folder; default `cache_dir()`
                   workers: int | None = None,# decoding processes; default: every core
-                  progress: bool = True,     # show a progress bar while decoding
+                  progress: bool = True,     # show a progress bar while decoding, when stderr is a terminal
                  ) -> ImageCache:
     "The split decoded once at `size` pixels: reuse the cache when it is there and sound, else build it."
     root = Path(root or cache_dir()); root.mkdir(parents=True, exist_ok=True)

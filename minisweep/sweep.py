@@ -4,20 +4,20 @@
 
 # %% ../nbs/05_sweep.ipynb #c003
 from __future__ import annotations
-import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, re, shutil, stat, subprocess, sys, tempfile, time
+import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, re, shutil, stat, subprocess, sys, tempfile, threading, time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import minisweep
-from .data import UserError, atomic_write_text, check_fraction, decoded_split, load_splits, sample_dataset, stored_size, subset_counts
+from .data import SAMPLE, UserError, atomic_write_text, check_fraction, decoded_split, load_splits, sample_dataset, stored_size, subset_counts
 from .models import check_image_size, model_spec
 from .train import TrainConfig, check_select_on, check_writable, is_complete, read_log, run_length, validation_epochs
 
 # %% auto #0
 __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
            'train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count',
-           'job_gpus', 'fmt_secs', 'Progress', 'run_local', 'prepare_caches', 'SweepResult', 'failure_table',
-           'run_sweep', 'run_state', 'plan', 'plan_text']
+           'job_gpus', 'fmt_secs', 'Progress', 'run_local', 'validation_line', 'LogTail', 'prepare_caches',
+           'SweepResult', 'failure_table', 'run_sweep', 'run_state', 'plan', 'plan_text']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -63,6 +63,7 @@ class Sweep:
         unknown = set(self.train) - {f.name for f in fields(TrainConfig)}
         if unknown: raise UserError(f'unknown training setting(s): {", ".join(sorted(unknown))}')
         ds = self.train.get('dataset') or ''
+        if ds == SAMPLE: ds = self.train['dataset'] = ''     # the shipped sample has one spelling in sweep.json: a folder resumes
         if ds and Path(ds).expanduser().exists(): self.train['dataset'] = str(Path(ds).expanduser().resolve())  # jobs run elsewhere
         self._check_learning_rates()
         for m in self.models:
@@ -384,6 +385,43 @@ def run_local(jobs: list, on_start, on_end, n_gpus: int = 0):
     for t in threads: t.start()
     for t in threads: t.join()
 
+# %% ../nbs/05_sweep.ipynb #u02
+def validation_line(rows: list,     # the run's log.jsonl rows so far, the newest last
+                    config: dict,   # the run's `TrainConfig` fields (num_epochs, min_steps)
+                   ) -> str:
+    "'epoch 3/8, validation top-5 error 0.412 (top-1 0.700), about 45s left' for the newest row of a running job's log."
+    row = rows[-1]
+    steps_per_epoch = max(1, row['step'] // row['epoch'])
+    epochs = max(config['num_epochs'], math.ceil(config.get('min_steps', 0) / steps_per_epoch))
+    left = sum(r['seconds'] for r in rows) / row['epoch'] * (epochs - row['epoch'])
+    return (f"epoch {row['epoch']}/{epochs}, validation top-5 error {row['val_top5_error']:.3f} (top-1 {row['val_top1_error']:.3f})"
+            + (f', about {fmt_secs(left)} left' if row['epoch'] < epochs else ''))
+
+class LogTail:
+    "Reports each new validation of a running job's `log.jsonl` with `validation_line`, from a thread, until `stop`."
+    def __init__(self, run_dir: Path, config: dict, say, interval: float = 2.0):
+        self.run_dir, self.config, self.say, self.interval = Path(run_dir), config, say, interval
+        self.seen = {json.dumps(r, sort_keys=True) for r in read_log(self.run_dir)}   # a resumed run's earlier lines
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True); self._thread.start()
+
+    def poll(self):
+        rows = read_log(self.run_dir)
+        for i, r in enumerate(rows):
+            k = json.dumps(r, sort_keys=True)
+            if k not in self.seen: self.seen.add(k); self.say(validation_line(rows[:i + 1], self.config))
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            try: self.poll()
+            except Exception: pass         # a line being rewritten by a resume: read it at the next poll
+
+    def stop(self):
+        "Stop the thread, then report what the job logged since the last poll."
+        self._stop.set(); self._thread.join()
+        try: self.poll()
+        except Exception: pass
+
 # %% ../nbs/05_sweep.ipynb #k04
 def prepare_caches(cfg: TrainConfig,           # the dataset, its layout, image_size and crop_pct of the runs
                    splits: dict | None = None,  # the splits, already opened; None: open them
@@ -429,7 +467,7 @@ def failure_table(failures: list) -> str:
 
 def run_sweep(sweep: Sweep,             # the grid and shared settings
               executor: str = 'local',  # local or ray
-              figures: str | None = 'output',  # folder for the curve figures; None: no curves
+              figures: str | None = 'figures',  # folder for the figures, inside the sweep folder unless absolute; None or '': none
               log=print,                # where progress lines go
               **executor_kw,            # options of the executor (ray: address, gpus_per_run, cpus_per_run, max_retries)
              ) -> SweepResult:
@@ -438,7 +476,8 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
     if executor not in ('local', 'ray'): raise UserError(f'unknown executor {executor!r}: use local or ray')
     if executor == 'ray': from minisweep.ray_executor import check_ray; check_ray(Path(sweep.out), **executor_kw)
     out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
-    if figures: check_writable(Path(figures).expanduser())
+    fig_dir = out / Path(figures).expanduser() if figures else None      # each sweep's figures in a home of their own
+    if fig_dir: check_writable(fig_dir)
     first = sweep.config(sweep.models[0], 1, 0)
     splits = load_splits(first.dataset or sample_dataset(), **first.layout())
     check_select_on(first.select_on, len(splits['train'].classes))
@@ -452,18 +491,23 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
                 jobs.append((key, asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr)))
         states = rec.states()
         skipped = states.get('done', 0)
-        prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), log)
-        failures = []
+        said = threading.Lock()                         # job threads and log tails print whole lines, one at a time
+        def say(line):
+            with said: log(line)
+        prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), say)
+        failures, tails = [], {}
+        run_dirs, params = {k: d for k, _, d in jobs}, {k: p for k, p, _ in jobs}
         def on_start(key, slot):
             rec.update(key, state='running', started=now()); prog.start(key, slot)
-        run_dirs = {k: d for k, _, d in jobs}
+            tails[key] = LogTail(run_dirs[key], params[key], lambda line, key=key: say(f'  {key}: {line}'))
         def on_end(key, ok, err, secs, **extra):
+            if key in tails: tails.pop(key).stop()
             warned = notebook_warnings(Path(run_dirs[key]) / 'train.ipynb')
             rec.update(key, state='done' if ok else 'failed', ended=now(), seconds=round(secs, 1), **extra,
                        **({} if ok else {'error': err}), **({'warnings': warned} if warned else {}))
             if not ok: failures.append((key, err))
             prog.finish(key, ok, secs, err)
-            for w in warned: log(f'  {key}: {w}')
+            for w in warned: say(f'  {key}: {w}')
         if jobs:
             if executor == 'local': run_local(jobs, on_start, on_end, n_gpus=gpu_count() if sweep.train.get('device', 'auto') in ('auto', 'cuda') else 0)
             else:
@@ -480,9 +524,9 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
             for note in edge_notes(load_results(result.results)): log(f'note: {note}')
             if figures:
                 ok, err, _ = execute_job(curves_notebook(), out / 'curves.ipynb',
-                                         dict(results=str(result.results), out_dir=str(Path(figures).expanduser().absolute())))
+                                         dict(results=str(result.results), out_dir=str(fig_dir)))
                 if not ok: failures.append(('curves', err))
-                else: result.figures = sorted(Path(figures).glob('*.png'))
+                else: result.figures = sorted(fig_dir.glob('*.png'))
         failures += rec.from_disk()
         rec.data['ended'] = now(); rec.save()
         result.states = rec.states()

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .core import LAYOUT
 from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, file_mode,
-                            load_splits, sample_dataset, stored_size, subset_indices)
+                            load_splits, sample_dataset, stored_size, subset_counts, subset_indices)
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
@@ -24,8 +24,8 @@ __all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS',
            'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
            'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
            'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete',
-           'check_select_on', 'prepare_data', 'training_memory', 'cache_placement', 'tensorboard_writer', 'log_scalars',
-           'train_run']
+           'check_select_on', 'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'tensorboard_writer',
+           'log_scalars', 'train_run', 'run_summary']
 
 # %% ../nbs/02_train.ipynb #c006
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
@@ -319,16 +319,22 @@ def check_select_on(select_on: str, num_classes: int):
         raise UserError(f'the dataset has {num_classes} classes: with 5 or fewer, top-5 error is always 0 and cannot pick a '
                         f'checkpoint; select on val_top1_error or val_loss (--select-on)')
 
-def prepare_data(cfg: TrainConfig, device: torch.device) -> dict:
-    "Decoded train and validation splits, the subset's indices, and their `Batches` on `device`."
+def open_splits(cfg: TrainConfig) -> dict:
+    "The run's train and validation splits, opened but not decoded; a one-line `UserError` when they cannot serve the run."
     splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'), **cfg.layout())
     check_select_on(cfg.select_on, len(splits['train'].classes))
+    n = int(subset_counts(splits['train'].labels, cfg.subset_size).sum())      # the subset's size, from the labels alone
+    if cfg.batch_size > n:
+        raise UserError(f'batch size {cfg.batch_size} is larger than the {n} images of subset {cfg.subset_size}: '
+                        f'use a batch size of at most {n}')
+    return splits
+
+def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = None) -> dict:
+    "Decoded train and validation splits (`splits` from `open_splits`, or opened here), the subset's indices, and their `Batches` on `device`."
+    splits = splits or open_splits(cfg)
     size = stored_size(cfg.image_size, cfg.crop_pct)
     train, val = decoded_split(splits['train'], size, progress=cfg.progress), decoded_split(splits['validation'], size, progress=cfg.progress)
     idx = subset_indices(train.labels, cfg.subset_size, cfg.seed)
-    if cfg.batch_size > len(idx):
-        raise UserError(f'batch size {cfg.batch_size} is larger than the {len(idx)} images of subset {cfg.subset_size}: '
-                        f'use a batch size of at most {len(idx)}')
     on = [False, False]
     if device.type == 'cuda' and cfg.cache_on_device:
         reserve = training_memory(cfg.model, len(train.classes), cfg.image_size, cfg.batch_size)
@@ -410,11 +416,12 @@ def _best_checkpoint(model, cfg, epoch, row, data) -> dict:
 def train_run(cfg: TrainConfig) -> dict:
     "Train (or resume, or skip when complete) the run of `cfg` in `cfg.out_dir`; returns its metrics."
     cfg.check()
-    run_dir = check_writable(Path(cfg.out_dir or tempfile.mkdtemp(prefix='minisweep-run-')))
-    if is_complete(run_dir):
-        done = json.loads((run_dir / 'metrics.json').read_text())
-        _check_same_run(run_dir, done.get('config', {}), cfg)
+    if cfg.out_dir and is_complete(Path(cfg.out_dir)):
+        done = json.loads((Path(cfg.out_dir) / 'metrics.json').read_text())
+        _check_same_run(Path(cfg.out_dir), done.get('config', {}), cfg)
         return done
+    splits = open_splits(cfg)                # a batch larger than the subset fails here: no folder made, nothing decoded
+    run_dir = check_writable(Path(cfg.out_dir or tempfile.mkdtemp(prefix='minisweep-run-')))
     for stale in run_dir.glob('.*.tmp'): stale.unlink(missing_ok=True)   # left by a process killed while writing
     device = resolve_device(cfg.device)
     if device.type == 'cpu': torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
@@ -423,7 +430,7 @@ def train_run(cfg: TrainConfig) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         if device.index is not None: torch.cuda.set_device(device)
     _seed_everything(cfg.seed)
-    data = prepare_data(cfg, device)
+    data = prepare_data(cfg, device, splits)
     length = run_length(data['n_train'], cfg)
     model = create_model(cfg.model, len(data['classes']), cfg.image_size).to(device)
     if data['train'].channels_last: model = model.to(memory_format=torch.channels_last)
@@ -460,7 +467,7 @@ def train_run(cfg: TrainConfig) -> dict:
         data['train'].set_epoch(cfg.seed, epoch)
         lr = opt.param_groups[0]['lr']
         with tqdm(total=length['steps_per_epoch'] * cfg.batch_size, desc=f'{cfg.model} {cfg.subset_size:g} epoch {epoch}/{length["epochs"]}',
-                  unit='img', disable=not cfg.progress, leave=False) as bar:
+                  unit='img', disable=None if cfg.progress else True, leave=False) as bar:
             train_loss, train_err, seen = _epoch(step_model, data['train'], opt, sched, crit, device, cfg.bf16, bar)
         if device.type == 'cuda': torch.cuda.synchronize(device)
         t_train = time.perf_counter() - t0
@@ -503,3 +510,22 @@ def train_run(cfg: TrainConfig) -> dict:
                    device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
     atomic_write_text(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
     return metrics
+
+# %% ../nbs/02_train.ipynb #u04
+def run_summary(metrics: dict) -> str:
+    "The head of a run's report, in Markdown: what was trained and how, its best epoch and validation errors next to chance."
+    cfg, n_cls, secs = TrainConfig.from_dict(metrics['config']), metrics['num_classes'], metrics['train_seconds']
+    chance = [1 - min(k, n_cls) / n_cls for k in (1, 5)]
+    ran = f"{metrics['epochs_run']}" + (f" (stopped early; {metrics['planned_epochs']} planned)" if metrics['stopped_early'] else '')
+    took = f'{secs / 60:.1f} minutes' if secs >= 120 else f'{secs:.1f} s'
+    settings = {'dataset': f'`{cfg.dataset or "sample"}`', 'image size': cfg.image_size, 'epochs': metrics['planned_epochs'],
+                'batch size': cfg.batch_size, 'peak lr': f"{metrics['lr']:g}", 'weight decay': f'{cfg.weight_decay:g}',
+                'label smoothing': f'{cfg.label_smoothing:g}', 'min steps': cfg.min_steps, 'validations': metrics['validations'],
+                'patience': cfg.patience, 'device': f"{metrics['device']} ({metrics['precision']})"}
+    return '\n'.join([
+        f"## {cfg.model}, subset {cfg.subset_size:g} ({metrics['n_train']:,} images, {n_cls} classes), seed {cfg.seed}", '',
+        f"Best epoch **{metrics['best_epoch']}** of {ran}, chosen on `{cfg.select_on}`: validation top-1 error "
+        f"**{metrics['val_top1_error']:.3f}**, top-5 error **{metrics['val_top5_error']:.3f}** (chance: {chance[0]:.3f} and "
+        f"{chance[1]:.3f}); {took} of training and validation.", '',
+        '| ' + ' | '.join(settings) + ' |', '|' + '---|' * len(settings), '| ' + ' | '.join(map(str, settings.values())) + ' |', '',
+        f"Files: `{metrics['run_dir']}`. Test errors come from evaluation, after the run (a sweep's `results.csv` and report)."])

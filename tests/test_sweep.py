@@ -26,11 +26,39 @@ def test_sweep_writes_everything(local_sweep):
     assert not list(out.rglob('lr_*')) and 'learning_rates' not in rec['identity'] and 'learning_rates' not in rec['grid']
     assert all(r['selected'] is True and r['learning_rate'] > 0 for r in rows)
     for name in ('alexnet_curve.png', 'resnet18_curve.png', 'curves.png'):
-        assert (local_sweep['root'] / 'figures' / name).stat().st_size > 5000
-    assert 'done' in local_sweep['first'].stdout and 'left' in local_sweep['first'].stdout   # progress with a time estimate
-    assert '4 runs in' in local_sweep['first'].stdout and '4 done (4 trained now, 0 skipped as done before), 0 failed' in local_sweep['first'].stdout
-    assert f"results: {out / 'results.json'}" in local_sweep['first'].stdout and 'curves.png' in local_sweep['first'].stdout
+        assert (out / 'figures' / name).stat().st_size > 5000                      # the sweep's own figures
+    assert not (local_sweep['root'] / 'output').exists()                          # nothing in the working directory
+    stdout = local_sweep['first'].stdout
+    assert 'done' in stdout and 'left' in stdout                                   # progress with a time estimate
+    assert '4 runs in' in stdout and '4 done (4 trained now, 0 skipped as done before), 0 failed' in stdout
+    assert f"results: {out / 'results.json'}" in stdout and 'curves.png' in stdout
     assert not local_sweep['decoded_by_sweep']          # `minisweep prepare` decoded every split; the sweep reused them
+    # a line per validation, under its run's line: each run of 1 epoch validates once
+    for key in rec['runs']:
+        line = f'\n  {key}: epoch 1/1, validation top-5 error '
+        assert line in stdout and stdout.index(f'running {key}') < stdout.index(line) < stdout.index(f'{key}: done'), stdout
+
+
+def report_head(nb_path, cells=4):
+    "The outputs of an executed notebook's first `cells` cells: (markdown texts, number of PNG images)."
+    nb = json.loads(Path(nb_path).read_text())
+    outs = [o for c in nb['cells'][:cells] for o in c.get('outputs', [])]
+    md = ''.join(''.join(o['data']['text/markdown']) for o in outs if 'text/markdown' in o.get('data', {}))
+    return md, sum('image/png' in o.get('data', {}) for o in outs)
+
+
+def test_reports_open_with_their_results(local_sweep):
+    out = local_sweep['out']
+    run = out / 'resnet18' / 'subset_0.5000' / 'seed_0'
+    metrics = json.loads((run / 'metrics.json').read_text())
+    md, pngs = report_head(run / 'train.ipynb')
+    assert md.startswith('## resnet18, subset 0.5 (200 images, 10 classes), seed 0') and pngs == 1, md
+    assert f"Best epoch **{metrics['best_epoch']}** of 1" in md and f"top-5 error **{metrics['val_top5_error']:.3f}**" in md
+    assert '| `sample` | 64 | 1 | 32 |' in md                                      # the run's settings
+    md, pngs = report_head(out / 'curves.ipynb')
+    assert '# Learning curves' in md and '## alexnet' in md and '## resnet18' in md and pngs == 2, md  # figures, table, training curves
+    for nb in [*out.rglob('train.ipynb'), out / 'curves.ipynb']:                  # no warning from tqdm in any report
+        assert 'IProgress' not in nb.read_text() and 'TqdmWarning' not in nb.read_text(), nb
 
 
 def test_sweep_again_retrains_nothing_and_resumes_missing(local_sweep):
@@ -80,6 +108,18 @@ def test_seed_style_train_then_eval(tmp_path):
     assert (tmp_path / 'out' / 'resnet18_curve.png').exists()
 
 
+def test_a_batch_larger_than_the_subset_fails_before_any_work(tmp_path, venv_path_env):
+    # the sample by its name; 0.05 of 40 images a class is 20 images, fewer than a batch: refused from the labels alone,
+    # before the first size trains, with no run folder made and no image decoded (a decode cache of its own stays empty)
+    env = dict(venv_path_env, MINISWEEP_CACHE=str(tmp_path / 'cache'))
+    p = minisweep('train', '--model', 'resnet18', '--subset-sizes', '1', '0.05', '--batch-size', '32', '--image-size', '64',
+                  '--dataset', 'sample', '--checkpoint-dir', tmp_path / 'ck', env=env, cwd=tmp_path)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert 'batch size 32 is larger than the 20 images of subset 0.05' in p.stderr
+    assert not (tmp_path / 'ck').exists() and not list(tmp_path.rglob('*.npy'))
+    assert 'sample' in minisweep('train', '--help').stdout
+
+
 @pytest.mark.parametrize('args, says', [
     (['frobnicate'], 'invalid choice'),
     (['sweep', '--frobnicate'], 'unrecognized arguments'),
@@ -117,14 +157,17 @@ def test_a_folder_of_another_grid_is_refused(local_sweep):
     (['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0'], 2),                 # one model
     (['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2),             # one size, both models
 ], ids=['one model', 'one size'])
-def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs):
-    """The curves report asserts nothing about a user's results: one model, or one size, with one seed, ends with exit 0
-    and its figures (both models and two sizes: `test_sweep_writes_everything`; one run: the planted-module case of
-    test_faults.py)."""
-    p = minisweep('sweep', *grid, *SMALL, '--device', 'cpu', '--out', tmp_path / 's', '--figures', tmp_path / 'fig', cwd=tmp_path)
+def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs, local_sweep):
+    """The curves report asserts nothing about a user's results: one model, or one size, with one seed, ends with exit 0 and
+    their figures (both models and two sizes: `test_sweep_writes_everything`; one run: the planted-module case of
+    test_faults.py). Each is a second sweep with default options in the working directory of `local_sweep`: the two
+    leave two complete, separate sets of figures."""
+    before = {f.name: f.read_bytes() for f in (local_sweep['out'] / 'figures').iterdir()}
+    p = minisweep('sweep', *grid, *SMALL, '--device', 'cpu', '--out', tmp_path / 's', cwd=local_sweep['root'])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     models = grid[grid.index('--models') + 1:grid.index('--subset-sizes')]
-    assert {f'{m}_curve.png' for m in models} | {'curves.png', 'summary.md', 'training_curves.png'} <= {f.name for f in (tmp_path / 'fig').iterdir()}
+    assert {f'{m}_curve.png' for m in models} | {'curves.png', 'summary.md', 'training_curves.png'} <= {f.name for f in (tmp_path / 's' / 'figures').iterdir()}
+    assert {f.name: f.read_bytes() for f in (local_sweep['out'] / 'figures').iterdir()} == before     # the first sweep's, untouched
     assert len(json.loads((tmp_path / 's' / 'results.json').read_text())['runs']) == runs
     assert 'figures: none' not in p.stdout
 
