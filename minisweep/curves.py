@@ -443,8 +443,9 @@ def plot_lr_sensitivity(
 def _dataset_name(v): return 'the sample shipped with minisweep' if v == '' else str(v)
 
 def _span(values, unit):
-    "'8 epochs', '8-32 epochs': the range of `values`, as integers."
+    "'8 epochs', '8-32 epochs', '1 seed': the range of `values`, as integers."
     lo, hi = int(min(values)), int(max(values))
+    if lo == hi == 1: unit = unit.removesuffix('s')
     return f'{lo:,} {unit}' if lo == hi else f'{lo:,}-{hi:,} {unit}'
 
 def context_note(
