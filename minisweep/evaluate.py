@@ -213,7 +213,7 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
                          best_epoch=int(m['best_epoch']), val_top5_error=m['val_top5_error'], val_top1_error=m['val_top1_error'],
                          val_loss=m['val_loss'], select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
                          default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=int(m['num_classes']),
-                         dataset=ev.dataset, split=split, n_test=ev.n, epochs=m.get('epochs_run', m['best_epoch']),
+                         dataset=ev.dataset, split=split, n_test=ev.n, epochs=m.get('epochs_run'),
                          run_dir=Path(os.path.relpath(d, out)).as_posix()))
     if failed:
         raise UserError(f'{len(failed)} of {len(runs)} runs could not be evaluated, no results written: {"; ".join(failed)}')
