@@ -20,9 +20,9 @@ from .train import (CorruptCheckpoint, TrainConfig, is_complete, load_checkpoint
                              split_metrics)
 
 # %% auto #0
-__all__ = ['EVAL_FORMAT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'RESULT_COLUMNS', 'Evaluation', 'confusion_matrix',
-           'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs', 'select_learning_rates',
-           'class_table', 'evaluated_images', 'show_class_images', 'plot_confusion']
+__all__ = ['EVAL_FORMAT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'CONTEXT_COLUMNS', 'RESULT_COLUMNS', 'Evaluation',
+           'confusion_matrix', 'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs',
+           'select_learning_rates', 'class_table', 'evaluated_images', 'show_class_images', 'plot_confusion']
 
 # %% ../nbs/03_eval.ipynb #c008
 EVAL_FORMAT = 'minisweep.evaluation/1'
@@ -145,9 +145,11 @@ def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one 
 RESULTS_FORMAT = 'minisweep.results/1'
 # added with the learning rate as an axis of the grid: results files written before it have none of them
 LR_COLUMNS = ['learning_rate', 'default_learning_rate', 'val_top1_error', 'val_loss', 'select_on', 'selected']
+# what a figure needs to say what it shows (and the test set's own noise): files written before them have none of them
+CONTEXT_COLUMNS = ['dataset', 'split', 'n_test', 'epochs']
 RESULT_COLUMNS = ['model', 'subset_size', 'learning_rate', 'seed', 'n_train', 'top1_error', 'top5_error', 'test_loss',
                   'best_epoch', 'val_top5_error', 'val_top1_error', 'val_loss', 'select_on', 'selected',
-                  'default_learning_rate', 'train_seconds', 'num_classes', 'run_dir']
+                  'default_learning_rate', 'train_seconds', 'num_classes', *CONTEXT_COLUMNS, 'run_dir']
 
 def run_evaluation(run_dir,                # a finished run folder
                    split: str = 'test',    # the split to evaluate
@@ -213,6 +215,7 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
                          best_epoch=int(m['best_epoch']), val_top5_error=m['val_top5_error'], val_top1_error=m['val_top1_error'],
                          val_loss=m['val_loss'], select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
                          default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=int(m['num_classes']),
+                         dataset=ev.dataset, split=split, n_test=ev.n, epochs=m.get('epochs_run'),
                          run_dir=Path(os.path.relpath(d, out)).as_posix()))
     if failed:
         raise UserError(f'{len(failed)} of {len(runs)} runs could not be evaluated, no results written: {"; ".join(failed)}')
