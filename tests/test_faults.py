@@ -446,6 +446,7 @@ def free_bytes(path: Path) -> int:
     return s.f_bavail * s.f_frsize
 
 
+@pytest.mark.slow           # two runs on a small tmpfs, about 80 s: make test-slow
 def test_full_disk_fails_the_run_cleanly_and_keeps_the_finished_one(small_disk, tmp_path):
     """The disk fills up while the sweep runs: once its first run has finished, a file takes all but 60 MB, less than
     the second run's last.pt (90 MB; its best.pt is 45 MB). Then the space comes back and the same command finishes
@@ -740,7 +741,14 @@ def _case_id(argv: list) -> str:
     return ' '.join(argv) or '(nothing)'
 
 
-@pytest.mark.parametrize('argv, says', BAD_INPUT, ids=[_case_id(a) for a, _ in BAD_INPUT])
+# Each case spawns the console script (about 2 s), and the cases on finished runs need a module of trained runs: the
+# default run tries every third case that needs no trained run, `pytest -m slow` (make test-slow) tries all of them.
+_NEEDS_RUNS = ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')
+_BAD_CASES = [pytest.param(a, s, id=_case_id(a), marks=() if i % 3 == 0 and not any(k in ' '.join(a) for k in _NEEDS_RUNS)
+                           else pytest.mark.slow) for i, (a, s) in enumerate(BAD_INPUT)]
+
+
+@pytest.mark.parametrize('argv, says', _BAD_CASES)
 def test_bad_input_is_one_line_and_exit_2(cli, bad, request, tmp_path, argv, says):
     paths = dict(bad)
     if any(k in ' '.join(argv) for k in ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')):
@@ -792,6 +800,7 @@ def test_a_lock_file_the_sweep_did_not_make_is_refused_and_left_alone(cli, tmp_p
 
 # --- 12. lost work: a finished run deleted during the sweep, an unwritable sweep.json, a damaged best.pt ------------------
 
+@pytest.mark.slow           # a sweep, then its rerun training the run again, about 60 s: make test-slow
 def test_a_finished_run_deleted_during_the_sweep_is_reported_and_trained_again_on_rerun(reference, tmp_path):
     "Decision: the sweep reports it (failed, exit 1); the same command trains it again."
     out = tmp_path / 'sweep'

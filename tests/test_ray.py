@@ -24,6 +24,7 @@ def rows(out):
     return sorted((x['model'], x['subset_size'], x['seed'], round(x['top1_error'], 6), round(x['top5_error'], 6)) for x in r)
 
 
+@pytest.mark.slow           # a whole sweep on a Ray cluster beside the local one: make test-slow
 def test_ray_sweep_equals_local(ray_cluster, local_sweep, tmp_path):
     code = main(['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '1', '0.5', '--seeds', '0', *SMALL,
                  '--out', str(tmp_path / 'ray'), '--figures', str(tmp_path / 'fig'), '--executor', 'ray'])
@@ -34,6 +35,7 @@ def test_ray_sweep_equals_local(ray_cluster, local_sweep, tmp_path):
     assert {r['cuda_visible_devices'] for r in rec} == {'0', '1'}
 
 
+@pytest.mark.slow           # a second Ray sweep; the default run keeps the one that must equal the local sweep
 def test_ray_failing_task_is_retried_then_reported(ray_cluster, tmp_path):
     code = main(['sweep', '--models', 'resnet18', '--subset-sizes', '1', '0.05', '--seeds', '0', *SMALL,
                  '--out', str(tmp_path / 's'), '--figures', str(tmp_path / 'fig'), '--executor', 'ray', '--max-retries', '1'])

@@ -155,7 +155,8 @@ def test_a_folder_of_another_grid_is_refused(local_sweep):
 
 @pytest.mark.parametrize('grid, runs', [
     (['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0'], 2),                 # one model
-    (['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2),             # one size, both models
+    pytest.param(['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2,   # one size, both models
+                 marks=pytest.mark.slow),       # both models: local_sweep; one size: the planted-module case of test_faults.py
 ], ids=['one model', 'one size'])
 def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs, local_sweep):
     """The curves report asserts nothing about a user's results: one model, or one size, with one seed, ends with exit 0 and
@@ -215,6 +216,7 @@ def test_tuned_sweep_again_retrains_nothing(tuned_sweep):
     assert files() == before and 'all 4 runs' in p.stdout and 'done already' in p.stdout
 
 
+@pytest.mark.slow           # eval and curves again on doctored runs; the evaluation chapter checks the same rule in a cell
 def test_the_test_split_takes_no_part_in_the_choice(tuned_sweep, tmp_path):
     "Validation errors doctored to prefer, at each size, the rate that is worse on test: the doctored one is selected."
     out = tuned_sweep['out']
@@ -252,6 +254,7 @@ def image_folder(root: Path, n_classes: int = 3) -> Path:
     return root
 
 
+@pytest.mark.slow           # a whole job on a new layout; the chapter checks the ImageFolder and save_to_disk layouts in seconds
 def test_image_folder_with_a_validation_split_held_out(tmp_path, session_env, capsys):
     "A 3-class ImageFolder without validation: top-5 selection refused, caches prepared, the sweep's job trains on it."
     from minisweep.cli import main
