@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
-from .core import DEFAULT_DATASET, LAYOUT, UserError, check_fraction
+from .core import DEFAULT_DATASET, LAYOUT, UserError, check_fraction, subset_folder
 
 # %% auto #0
 __all__ = ['LAYOUT_HELP', 'DEMO', 'COMMANDS', 'Parser', 'make_parser', 'cmd_sweep', 'cmd_prepare', 'cmd_train', 'cmd_eval',
@@ -199,7 +199,7 @@ def cmd_prepare(a) -> int:
 def cmd_train(a) -> int:
     from minisweep.train import TrainConfig, TrainingDiverged, open_splits, train_run
     base = Path(a.checkpoint_dir) / a.model / _timestamp()
-    cfgs = [TrainConfig(model=a.model, subset_size=f, seed=a.seed, out_dir=str(base / f'subset_{f:.4f}'), **_train_settings(a))
+    cfgs = [TrainConfig(model=a.model, subset_size=f, seed=a.seed, out_dir=str(base / subset_folder(f)), **_train_settings(a))
             for f in a.subset_sizes]
     for c in cfgs: c.check()
     open_splits(min(cfgs, key=lambda c: c.subset_size))     # a batch larger than the smallest subset: one line, before any run

@@ -8,7 +8,7 @@ __all__ = ['MAX_EXTRAPOLATION', 'MIN_EXTRAPOLATION', 'MAX_PREDICTION_SD', 'load_
            'plot_lr_sensitivity', 'context_note', 'make_curves', 'plot_training_curves']
 
 # %% ../nbs/04_curves.ipynb #c002
-import json, os, re, tempfile
+import json, os, re
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 
@@ -18,10 +18,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
-from .data import UserError, file_mode
+from .core import (CONTEXT_COLUMNS, LR_COLUMNS, RESULT_COLUMNS, RESULTS_FORMAT, UserError, atomic_write, read_log,
+                            select_learning_rates)
 
 # %% ../nbs/04_curves.ipynb #c011
-from .evaluate import CONTEXT_COLUMNS, LR_COLUMNS, RESULTS_FORMAT, RESULT_COLUMNS, select_learning_rates    # the contract is the evaluation chapter's
 _TEXT = ('model', 'run_dir', 'select_on', 'selected', 'dataset', 'split')
 _NUMERIC = [c for c in RESULT_COLUMNS if c not in _TEXT]
 # a file written before the learning-rate axis: each run at one rate, unknown, its checkpoint chosen on val top-5 error
@@ -472,26 +472,13 @@ def _title(fig, note, width_in):
 
 
 # %% ../nbs/04_curves.ipynb #c026
-def _replace_atomic(path, write):
-    "Call `write(tmp_path)` on a temporary file next to `path`, then rename it to `path`."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix=path.suffix)
-    os.close(fd); os.chmod(tmp, file_mode())
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
 _NO_DATE = dict(png={}, pdf={'CreationDate': None}, svg={'Date': None})   # the same results draw the same files
 
 def _save_figure(fig, path, formats=('png', 'pdf')):
     "Write `fig` at `path` (a .png) and beside it in every other format of `formats`, each atomically; return the paths."
     path = Path(path)
-    return [_replace_atomic(path.with_suffix(f'.{fmt}'),
-                            lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=fig.dpi, metadata=_NO_DATE[fmt])) for fmt in formats]
+    return [atomic_write(path.with_suffix(f'.{fmt}'),
+                         lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=fig.dpi, metadata=_NO_DATE[fmt])) for fmt in formats]
 
 def _fmt_mean_sd(m, s, n=np.nan):
     "mean ± sd over seeds (the mean alone for one seed), then the 95% binomial interval of an error `m` measured on `n` images."
@@ -587,18 +574,16 @@ def make_curves(
             plot_lr_sensitivity(df, m, fig.add_subplot())
             written += _save_figure(fig, out / f'{_file_name(m)}_lr_sensitivity.png')
     md = _summary_markdown(df, fits)
-    written.append(_replace_atomic(out / 'summary.md', lambda tmp: Path(tmp).write_text(md)))
+    written.append(atomic_write(out / 'summary.md', md))
     return written
 
 
 # %% ../nbs/04_curves.ipynb #c031
 def _read_log(run_path):
-    "Epoch rows of one run's log.jsonl as a DataFrame, or a UserError naming the file."
+    "Epoch rows of one run's log.jsonl (`read_log`) as a DataFrame, or a UserError naming the file."
     path = Path(run_path) / 'log.jsonl'
     if not path.is_file(): raise UserError(f'training log not found: {path}')
-    try: rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-    except json.JSONDecodeError as e: raise UserError(f'{path}: not a JSON-lines log ({e})') from None
-    log = pd.DataFrame(rows)
+    log = pd.DataFrame(read_log(run_path))
     if log.empty or not {'epoch', 'val_top5_error'} <= set(log.columns):
         raise UserError(f'{path}: needs epoch and val_top5_error on every line')
     return log

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #c003
 from __future__ import annotations
-import fcntl, functools, hashlib, io, json, math, os, re, tempfile, time, warnings, zlib
+import fcntl, functools, hashlib, io, json, math, os, re, time, warnings, zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +15,13 @@ with warnings.catch_warnings():      # tqdm.auto (datasets and huggingface_hub i
     warnings.simplefilter('ignore'); import tqdm.autonotebook
 from tqdm import tqdm
 
-from .core import DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, check_fraction
+from .core import DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, check_fraction, n_workers
 
 # %% auto #0
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
            'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size', 'cache_dir',
-           'cache_key', 'decode_image', 'file_mode', 'atomic_write_text', 'n_workers', 'ImageCache', 'decoded_split',
-           'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
-           'image_sizes', 'show_samples', 'make_sample']
+           'cache_key', 'decode_image', 'ImageCache', 'decoded_split', 'device_images', 'norm_constants', 'crop_flip',
+           'normalize', 'cpu_batch', 'Batches', 'class_counts', 'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
 SPLITS = ('train', 'validation', 'test')
@@ -231,30 +230,10 @@ def _decode_range(start, stop, split_name):
     out.flush()
     return stop - start
 
-def file_mode() -> int:
-    "The mode a new file gets under the current umask (mkstemp's files are private, 0600, otherwise)."
-    mask = os.umask(0); os.umask(mask)
-    return 0o666 & ~mask
-
-def atomic_write_text(path: Path, text: str):
-    "Write `text` to `path` atomically: a temporary file in the same folder, fsync, rename."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.chmod(tmp, file_mode())
-    try:
-        with os.fdopen(fd, 'w') as f: f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-
 def _fsync_dir(path: Path):
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
-
-def n_workers() -> int:
-    "Processes to decode with: the cores this process may use."
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool):
     n, tmp = len(split), path.with_name(f'.{path.name}.{os.getpid()}.tmp')
@@ -341,7 +320,7 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
             seconds = _build(split, size, path, workers or n_workers(), progress)
             meta = dict(dataset=str(split.dataset), split=split.split, size=size, shape=[len(split), size, size, 3],
                         bytes=path.stat().st_size, edge_crc32=_edge_crc(path), seconds=seconds, version=CACHE_VERSION)
-            atomic_write_text(meta_path, json.dumps(meta, indent=1))
+            atomic_write(meta_path, json.dumps(meta, indent=1))
             _fsync_dir(root)
             with open(root / 'builds.jsonl', 'a') as f:   # one line per decode: the benchmark counts them
                 f.write(json.dumps(dict(file=path.name, pid=os.getpid(), time=time.time(), seconds=seconds)) + '\n')

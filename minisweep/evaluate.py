@@ -13,16 +13,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .data import (SPLITS, Batches, ImageCache, UserError, atomic_write_text, decoded_split, load_splits,
-                            sample_dataset, stored_size)
+from .core import RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write, is_complete, select_learning_rates
+from .data import SPLITS, Batches, ImageCache, decoded_split, load_splits, sample_dataset, stored_size
 from .models import create_model, default_lr
-from .train import (CorruptCheckpoint, TrainConfig, is_complete, load_checkpoint, predict, resolve_device,
-                             split_metrics)
+from .train import CorruptCheckpoint, TrainConfig, load_checkpoint, predict, resolve_device, split_metrics
 
 # %% auto #0
-__all__ = ['EVAL_FORMAT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'CONTEXT_COLUMNS', 'RESULT_COLUMNS', 'Evaluation',
-           'confusion_matrix', 'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs',
-           'select_learning_rates', 'class_table', 'evaluated_images', 'show_class_images', 'plot_confusion']
+__all__ = ['EVAL_FORMAT', 'Evaluation', 'confusion_matrix', 'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs',
+           'class_table', 'evaluated_images', 'show_class_images', 'plot_confusion']
 
 # %% ../nbs/03_eval.ipynb #c008
 EVAL_FORMAT = 'minisweep.evaluation/1'
@@ -120,8 +118,6 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
                       layout=cfg.layout())
 
 # %% ../nbs/03_eval.ipynb #c012
-RUN_FILES = ('metrics.json', 'best.pt', 'last.pt', 'log.jsonl', 'train.ipynb')
-
 def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one run folder
              ) -> list:
     "Every finished run folder under `root`, sorted; unfinished ones are skipped with a warning naming them."
@@ -142,15 +138,6 @@ def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one 
     return sorted(runs)
 
 # %% ../nbs/03_eval.ipynb #c016
-RESULTS_FORMAT = 'minisweep.results/1'
-# added with the learning rate as an axis of the grid: results files written before it have none of them
-LR_COLUMNS = ['learning_rate', 'default_learning_rate', 'val_top1_error', 'val_loss', 'select_on', 'selected']
-# what a figure needs to say what it shows (and the test set's own noise): files written before them have none of them
-CONTEXT_COLUMNS = ['dataset', 'split', 'n_test', 'epochs']
-RESULT_COLUMNS = ['model', 'subset_size', 'learning_rate', 'seed', 'n_train', 'top1_error', 'top5_error', 'test_loss',
-                  'best_epoch', 'val_top5_error', 'val_top1_error', 'val_loss', 'select_on', 'selected',
-                  'default_learning_rate', 'train_seconds', 'num_classes', *CONTEXT_COLUMNS, 'run_dir']
-
 def run_evaluation(run_dir,                # a finished run folder
                    split: str = 'test',    # the split to evaluate
                    device: str = 'auto',   # auto, cpu, cuda or cuda:N
@@ -168,7 +155,7 @@ def run_evaluation(run_dir,                # a finished run folder
         if saved.get('format') == EVAL_FORMAT and saved.get('stamp') == stamp: return Evaluation.from_dict(saved['evaluation'])
     except (OSError, ValueError, KeyError, TypeError, AttributeError): pass
     ev = evaluate_checkpoint(ckpt, split, batch_size=batch_size, device=device, progress=progress)
-    try: atomic_write_text(saved_at, json.dumps(dict(format=EVAL_FORMAT, stamp=stamp, evaluation=ev.to_dict())))
+    try: atomic_write(saved_at, json.dumps(dict(format=EVAL_FORMAT, stamp=stamp, evaluation=ev.to_dict())))
     except OSError as e: warnings.warn(f'cannot save the evaluation in {saved_at} ({e.strerror or e}): it will be computed again next time')
     return ev
 
@@ -222,26 +209,9 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values(['model', 'n_train', 'learning_rate', 'seed'], ignore_index=True)
     df['selected'] = select_learning_rates(df)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / 'results.json', json.dumps(dict(format=RESULTS_FORMAT, split=split, runs=df.to_dict('records')), indent=1))
-    atomic_write_text(out / 'results.csv', df.to_csv(index=False))
+    atomic_write(out / 'results.json', json.dumps(dict(format=RESULTS_FORMAT, split=split, runs=df.to_dict('records')), indent=1))
+    atomic_write(out / 'results.csv', df.to_csv(index=False))
     return df
-
-# %% ../nbs/03_eval.ipynb #c030
-def select_learning_rates(
-    df: pd.DataFrame, # results rows: model, subset_size, learning_rate, seed, select_on and the validation columns
-) -> pd.Series: # True for the rows of the learning rate chosen for their (model, subset_size)
-    "Per (model, subset_size), the learning rate with the lowest mean validation `select_on` over seeds, among the rates with the most finished seeds; ties go to the smaller rate."
-    selected = pd.Series(False, index=df.index)
-    for (model, f), g in df.groupby(['model', 'subset_size'], sort=False):
-        metric = set(g.select_on)
-        if len(metric) > 1: raise UserError(f'the runs of ({model}, subset_size={f:g}) chose their checkpoints on different '
-                                            f'metrics ({", ".join(sorted(map(str, metric)))}): their learning rates do not compare')
-        by_lr = g.groupby('learning_rate', dropna=False)
-        score = by_lr[metric.pop()].mean()[by_lr.seed.nunique() == by_lr.seed.nunique().max()].dropna().sort_index()
-        if score.empty: continue
-        best = score.index[int(np.argmin(score.to_numpy()))]        # the first minimum: ties go to the smaller rate
-        selected[g.index[g.learning_rate.isna() if pd.isna(best) else g.learning_rate == best]] = True
-    return selected
 
 # %% ../nbs/03_eval.ipynb #c022
 def class_table(ev: Evaluation) -> pd.DataFrame:

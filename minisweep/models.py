@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .data import UserError
+from .core import UserError
 
 # %% auto #0
 __all__ = ['MODELS', 'ModelSpec', 'vgg_init', 'model_spec', 'check_image_size', 'create_model', 'default_lr', 'n_params',

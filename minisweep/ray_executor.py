@@ -7,7 +7,7 @@ from __future__ import annotations
 import os, time
 from pathlib import Path
 
-from .data import UserError
+from .core import UserError
 
 # %% auto #0
 __all__ = ['NODE_LOCAL', 'is_remote', 'check_ray', 'JobFailed', 'run_ray']

@@ -9,15 +9,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import minisweep
-from .data import SAMPLE, UserError, atomic_write_text, check_fraction, decoded_split, load_splits, sample_dataset, stored_size, subset_counts
+from .core import (SAMPLE, UserError, atomic_write, check_fraction, check_writable, is_complete, lr_folder, read_log,
+                            run_key, subset_folder)
+from .data import decoded_split, load_splits, sample_dataset, stored_size, subset_counts
 from .models import check_image_size, model_spec
-from .train import TrainConfig, check_select_on, check_writable, is_complete, read_log, run_length, validation_epochs
+from .train import TrainConfig, check_select_on, run_length, validation_epochs
 
 # %% auto #0
-__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'run_key', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
-           'train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count',
-           'job_gpus', 'fmt_secs', 'Progress', 'run_local', 'validation_line', 'LogTail', 'prepare_caches',
-           'SweepResult', 'failure_table', 'run_sweep', 'run_state', 'plan', 'plan_text']
+__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock', 'train_notebook',
+           'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count', 'job_gpus', 'fmt_secs',
+           'Progress', 'run_local', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table',
+           'run_sweep', 'run_state', 'plan', 'plan_text']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -32,7 +34,7 @@ def _check_rates(rates, model: str) -> list:
         if not (math.isfinite(v) and v > 0): raise UserError(f'learning rate {r!r} of {model} must be a number > 0')
         out.add(v)
     if not out: raise UserError(f'no learning rates given for {model}')
-    names = [f'lr_{v:g}' for v in sorted(out)]
+    names = [lr_folder(v) for v in sorted(out)]
     if len(set(names)) < len(names):
         raise UserError(f'learning rates of {model} share a folder name ({", ".join(names)}): make them differ in their first 6 digits')
     return sorted(out)
@@ -55,10 +57,10 @@ class Sweep:
         self.subset_sizes = sorted({check_fraction(f) for f in self.subset_sizes}, reverse=True)
         folders = {}                      # run folders name a fraction to 4 decimals: two fractions must not share one
         for f in self.subset_sizes:
-            if f'{f:.4f}' in folders:
-                raise UserError(f'subset sizes {folders[f"{f:.4f}"]:g} and {f:g} would share the run folder subset_{f:.4f}: '
+            if subset_folder(f) in folders:
+                raise UserError(f'subset sizes {folders[subset_folder(f)]:g} and {f:g} would share the run folder {subset_folder(f)}: '
                                 f'give fractions that differ in their first 4 decimals')
-            folders[f'{f:.4f}'] = f
+            folders[subset_folder(f)] = f
         self.models = list(dict.fromkeys(self.models)); self.seeds = sorted({int(s) for s in self.seeds})
         unknown = set(self.train) - {f.name for f in fields(TrainConfig)}
         if unknown: raise UserError(f'unknown training setting(s): {", ".join(sorted(unknown))}')
@@ -120,10 +122,6 @@ class Sweep:
                  if k not in TRAIN_FIXED}
         grid = dict(models=self.models, subset_sizes=self.subset_sizes, seeds=self.seeds, train=ident)
         return grid | ({'learning_rates': self.learning_rates} if self.learning_rates else {})   # as before without the axis
-
-def run_key(model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> str:
-    "Name of a run in `sweep.json`; a `learning_rate` (given only when the model tunes it) adds its level."
-    return f'{model}/subset_{subset_size:.4f}/' + (f'lr_{learning_rate:g}/' if learning_rate is not None else '') + f'seed_{seed}'
 
 # %% ../nbs/05_sweep.ipynb #c009
 def versions() -> dict:
@@ -187,7 +185,7 @@ class SweepRecord:
         self.data['runs'][key].update(kw); self.save()
 
     def save(self):
-        try: atomic_write_text(self.path, json.dumps(self.data, indent=1, default=str))
+        try: atomic_write(self.path, json.dumps(self.data, indent=1, default=str))
         except OSError as e:
             raise UserError(f'cannot write {self.path} ({e.strerror or e}): the runs finished so far are kept; '
                             f'make room or make the folder writable, then rerun the same command') from None
@@ -297,7 +295,7 @@ def execute_job(notebook: Path,           # notebook to execute
     "Run papermill in a child process that dies with this one, without the chapter's checks, in an empty private folder; returns (ok, error message or None, seconds)."
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix='minisweep-job-')          # the job's working directory: nothing to import there
-    pfile = Path(work) / 'params.json'; atomic_write_text(pfile, json.dumps({**params, 'checks': False}))
+    pfile = Path(work) / 'params.json'; atomic_write(pfile, json.dumps({**params, 'checks': False}))
     cmd = [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), sys.executable, '-m', 'papermill', str(notebook),
            str(out_nb), '-f', str(pfile), '--no-progress-bar', '--log-level', 'ERROR', '--cwd', work, '-k', 'python3']
     t0 = time.perf_counter()

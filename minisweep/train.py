@@ -14,18 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .core import LAYOUT
-from .data import (UserError, Batches, atomic_write_text, check_fraction, decoded_split, file_mode,
-                            load_splits, sample_dataset, stored_size, subset_counts, subset_indices)
+from .core import LAYOUT, UserError, atomic_write, check_fraction, check_writable, is_complete, read_log
+from .data import Batches, decoded_split, load_splits, sample_dataset, stored_size, subset_counts, subset_indices
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
 __all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'TrainConfig', 'resolve_device', 'param_groups',
            'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
            'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
-           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete',
-           'check_select_on', 'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'tensorboard_writer',
-           'log_scalars', 'train_run', 'run_summary']
+           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_select_on', 'open_splits', 'prepare_data',
+           'training_memory', 'cache_placement', 'tensorboard_writer', 'log_scalars', 'train_run', 'run_summary']
 
 # %% ../nbs/02_train.ipynb #c006
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
@@ -226,21 +224,14 @@ class _KeepError:
     def flush(self): self.f.flush()
 
 def atomic_save(obj, path: Path):
-    "`torch.save` to a temporary file beside `path`, fsync, rename: `path` is never half-written."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.chmod(tmp, file_mode())
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            w = _KeepError(f)
-            try: torch.save(obj, w)
-            except RuntimeError:
-                if w.error is not None: raise OSError(w.error.errno, f'cannot write {path}: {w.error.strerror}') from None
-                raise
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    "`torch.save` through the core chapter's `atomic_write`: `path` is never half-written; a failed write raises its OSError."
+    def save(f):
+        w = _KeepError(f)
+        try: torch.save(obj, w)
+        except RuntimeError:
+            if w.error is not None: raise OSError(w.error.errno, f'cannot write {path}: {w.error.strerror}') from None
+            raise
+    atomic_write(path, save)
 
 class CorruptCheckpoint(Exception):
     "A checkpoint file that exists but cannot be read, or that is not a minisweep checkpoint."
@@ -267,15 +258,6 @@ def load_checkpoint(path: Path, map_location='cpu', keys=CKPT_KEYS) -> dict:
 class TrainingDiverged(Exception):
     "The training loss became NaN or infinite."
 
-def check_writable(path: Path) -> Path:
-    "Create `path` (a folder) and check a file can be written in it, else a one-line `UserError`."
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-'): pass
-    except OSError as e: raise UserError(f'cannot write to the output directory {path}: {e.strerror or e}') from None
-    return path
-
 def _rng_state(device: torch.device) -> dict:
     "Every generator's state as tensors, lists and numbers (what a weights-only load reads); on CUDA the current device's only."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -293,24 +275,9 @@ def _set_rng_state(s: dict):
 def _seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
-def read_log(run_dir: Path) -> list:
-    "The validations logged in `run_dir/log.jsonl`, one row each (a torn last line, from a kill, is ignored)."
-    p = Path(run_dir) / 'log.jsonl'
-    if not p.exists(): return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try: rows.append(json.loads(line))
-        except json.JSONDecodeError: break
-    return rows
-
 def _append_log(run_dir: Path, row: dict):
     with open(run_dir / 'log.jsonl', 'a') as f:
         f.write(json.dumps(row) + '\n'); f.flush(); os.fsync(f.fileno())
-
-def is_complete(run_dir: Path) -> bool:
-    "A run is complete when its `metrics.json` exists and can be read."
-    try: return json.loads((Path(run_dir) / 'metrics.json').read_text()).get('status') == 'done'
-    except (OSError, ValueError): return False
 
 # %% ../nbs/02_train.ipynb #c022
 def check_select_on(select_on: str, num_classes: int):
@@ -450,7 +417,7 @@ def train_run(cfg: TrainConfig) -> dict:
             warnings.warn(f'{e}: starting the run again from scratch')
             state['epoch'] = 0
     rows = [r for r in read_log(run_dir) if r['epoch'] <= state['epoch']]
-    atomic_write_text(run_dir / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
+    atomic_write(run_dir / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
     if state['epoch'] and state['best_epoch'] == state['epoch']:
         # killed between last.pt and best.pt: the best model is the one last.pt holds
         try: best_epoch = load_checkpoint(run_dir / 'best.pt')['epoch']
@@ -508,7 +475,7 @@ def train_run(cfg: TrainConfig) -> dict:
                    val_loss=best['val_loss'], val_top1_error=best['val_top1_error'], val_top5_error=best['val_top5_error'],
                    validations=len(log), train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
                    device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
-    atomic_write_text(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
+    atomic_write(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
     return metrics
 
 # %% ../nbs/02_train.ipynb #u04

@@ -826,7 +826,7 @@ def test_an_unwritable_sweep_json_is_one_line(reference, tmp_path, monkeypatch, 
     out = copy_sweep(reference['out'], tmp_path / 'sweep')
     def refuse(path, text):
         if Path(path).name == 'sweep.json': raise OSError(errno_, os.strerror(errno_))
-    monkeypatch.setattr(minisweep.sweep, 'atomic_write_text', refuse)
+    monkeypatch.setattr(minisweep.sweep, 'atomic_write', refuse)
     assert main(['sweep', *GRID, '--out', str(out)]) == 2
     lines = visible_lines(capsys.readouterr().err)
     assert len(lines) == 1 and f'cannot write {out}/sweep.json ({os.strerror(errno_)})' in lines[0], lines

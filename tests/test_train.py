@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minisweep.data import UserError
+from minisweep.core import UserError
 from conftest import MINISWEEP
 from minisweep.train import TrainConfig, load_checkpoint, read_log, train_run
 
