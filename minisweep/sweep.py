@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sweep.ipynb #c003
 from __future__ import annotations
-import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, re, shutil, stat, subprocess, sys, tempfile, threading, time
+import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, stat, subprocess, sys, threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -12,14 +12,15 @@ import minisweep
 from .core import (SAMPLE, UserError, atomic_write, check_fraction, check_writable, is_complete, lr_folder, read_log,
                             run_key, subset_folder)
 from .data import decoded_split, load_splits, sample_dataset, stored_size, subset_counts
+from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local, train_notebook  # also as minisweep.sweep.*, as before
 from .models import check_image_size, model_spec
+from .ray_executor import check_ray, run_ray
 from .train import TrainConfig, check_select_on, run_length, validation_epochs
 
 # %% auto #0
-__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'Sweep', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock', 'train_notebook',
-           'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count', 'job_gpus', 'fmt_secs',
-           'Progress', 'run_local', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table',
-           'run_sweep', 'run_state', 'plan', 'plan_text']
+__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'EXECUTORS', 'Sweep', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
+           'fmt_secs', 'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table',
+           'check_sweep', 'pending_jobs', 'run_jobs', 'report_sweep', 'run_sweep', 'run_state', 'plan', 'plan_text']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -240,94 +241,7 @@ def sweep_lock(out: Path):
         yield
     finally: os.close(fd)
 
-# %% ../nbs/05_sweep.ipynb #c012
-def train_notebook() -> Path:
-    "The training notebook the sweep executes: shipped in the package, or the checkout's `nbs/02_train.ipynb`."
-    here = Path(minisweep.__file__).parent
-    for p in (here / 'notebooks' / '02_train.ipynb', here.parent / 'nbs' / '02_train.ipynb'):
-        if p.exists(): return p
-    raise UserError('the training notebook is missing from this minisweep installation: reinstall it')
-
-def curves_notebook() -> Path:
-    "The curves notebook, executed as the sweep's report."
-    return train_notebook().with_name('04_curves.ipynb')
-
-# `python -c _DIE_WITH_PARENT PARENT_PID PROGRAM ARGS...`: SIGKILL on the parent's death (Linux PR_SET_PDEATHSIG, kept
-# across exec), give up if the parent is already gone, then exec PROGRAM
-_DIE_WITH_PARENT = """import ctypes, os, sys
-try: ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, 9)
-except (OSError, AttributeError): pass
-if os.getppid() != int(sys.argv[1]): os._exit(1)
-os.execv(sys.argv[2], sys.argv[2:])"""
-
-def notebook_error(path: Path) -> str | None:
-    "'cell N: Error: message' for the first cell of an executed notebook that raised, else None."
-    try: nb = json.loads(Path(path).read_text())
-    except (OSError, ValueError): return None
-    for i, cell in enumerate(nb.get('cells', [])):
-        for o in cell.get('outputs', []):
-            if o.get('output_type') == 'error':
-                return f"cell {i}: {o.get('ename')}: {str(o.get('evalue'))[:300]}"
-    return None
-
-# raised by minisweep's modules, or by the train notebook's own cells (the job defines `train_run` in its kernel)
-_WARNING = re.compile(r'(?:/minisweep/\w+\.py|/ipykernel_\d+/\d+\.py|<ipython-input-[^>]*>):\d+: (\w*Warning: .*)')
-
-def notebook_warnings(path: Path) -> list:
-    "The warnings minisweep's own code raised in an executed notebook ('UserWarning: message'), in order, without repeats."
-    try: nb = json.loads(Path(path).read_text())
-    except (OSError, ValueError): return []
-    found = []
-    for cell in nb.get('cells', []):
-        for o in cell.get('outputs', []):
-            if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
-                text = ''.join(o.get('text', '')) if isinstance(o.get('text'), list) else o.get('text', '')
-                for m in _WARNING.finditer(text):
-                    if m.group(1) not in found: found.append(m.group(1))
-    return found
-
-def execute_job(notebook: Path,           # notebook to execute
-                out_nb: Path,             # executed notebook to write
-                params: dict,             # papermill parameters
-                env: dict | None = None,  # extra environment variables for the kernel
-                timeout: float | None = None,  # seconds before the job is killed
-               ) -> tuple:
-    "Run papermill in a child process that dies with this one, without the chapter's checks, in an empty private folder; returns (ok, error message or None, seconds)."
-    out_nb.parent.mkdir(parents=True, exist_ok=True)
-    work = tempfile.mkdtemp(prefix='minisweep-job-')          # the job's working directory: nothing to import there
-    pfile = Path(work) / 'params.json'; atomic_write(pfile, json.dumps({**params, 'checks': False}))
-    cmd = [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), sys.executable, '-m', 'papermill', str(notebook),
-           str(out_nb), '-f', str(pfile), '--no-progress-bar', '--log-level', 'ERROR', '--cwd', work, '-k', 'python3']
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, cwd=work, env={**os.environ, 'PYTHONSAFEPATH': '1', **(env or {})}, capture_output=True,
-                           text=True, timeout=timeout)
-    except subprocess.TimeoutExpired: return False, f'timed out after {timeout} s', time.perf_counter() - t0
-    finally: shutil.rmtree(work, ignore_errors=True)
-    secs = time.perf_counter() - t0
-    if p.returncode == 0: return True, None, secs
-    err = notebook_error(out_nb)
-    if err is None:
-        tail = [l for l in (p.stderr or '').strip().splitlines() if l.strip()]
-        err = f'papermill exited with {p.returncode}: {tail[-1][:300] if tail else "no message"}'
-    return False, err, secs
-
 # %% ../nbs/05_sweep.ipynb #c017
-def gpu_count() -> int:
-    "GPUs visible to this process (without initialising CUDA in it)."
-    try:
-        import torch
-        return torch.cuda.device_count()
-    except Exception: return 0
-
-def job_gpus(n_gpus: int,              # GPUs this process sees (`gpu_count`)
-             env: dict | None = None,  # the environment to read; default `os.environ`
-            ) -> list:
-    "The `CUDA_VISIBLE_DEVICES` value of each job slot: the entries of the parent's mask when it has one, else 0..n-1."
-    mask = (os.environ if env is None else env).get('CUDA_VISIBLE_DEVICES')
-    if mask is None: return [str(g) for g in range(n_gpus)]
-    return [e.strip() for e in mask.split(',') if e.strip()][:n_gpus]
-
 def fmt_secs(s: float) -> str:
     "Seconds as 1h02m, 3m05s or 12s."
     s = int(round(s))
@@ -360,28 +274,6 @@ class Progress:
         else: self.failed += 1
         self.log(f'[{self.done}/{self.total} done] {key}: {"done" if ok else "FAILED"} in {fmt_secs(secs)}' + (f' ({err})' if err else ''))
 
-def run_local(jobs: list, on_start, on_end, n_gpus: int = 0):
-    "Run `jobs` (key, params) one at a time, or one per GPU at once when there are several GPUs."
-    nb = train_notebook()
-    if n_gpus <= 1:
-        for key, params, run_dir in jobs:
-            on_start(key, '')
-            on_end(key, *execute_job(nb, run_dir / 'train.ipynb', params))
-        return
-    import threading, queue
-    q = queue.Queue()
-    for j in jobs: q.put(j)
-    lock = threading.Lock()
-    def worker(gpu):
-        while True:
-            try: key, params, run_dir = q.get_nowait()
-            except queue.Empty: return
-            with lock: on_start(key, f' on GPU {gpu}')
-            res = execute_job(nb, run_dir / 'train.ipynb', params, env={'CUDA_VISIBLE_DEVICES': gpu})
-            with lock: on_end(key, *res)
-    threads = [threading.Thread(target=worker, args=(g,)) for g in job_gpus(n_gpus)]
-    for t in threads: t.start()
-    for t in threads: t.join()
 
 # %% ../nbs/05_sweep.ipynb #u02
 def validation_line(rows: list,     # the run's log.jsonl rows so far, the newest last
@@ -463,6 +355,82 @@ def failure_table(failures: list) -> str:
     if not failures: return ''
     return '\n'.join(['| run | error |', '|---|---|'] + [f'| {k} | {e} |' for k, e in failures])
 
+
+# %% ../nbs/05_sweep.ipynb #ly_02
+EXECUTORS = {'local': run_local, 'ray': run_ray}   # --executor name: run(jobs, on_start, on_end, **options)
+
+def check_sweep(sweep: Sweep,                     # the grid and shared settings
+                executor: str = 'local',          # a key of `EXECUTORS`
+                figures: str | None = 'figures',  # folder for the figures, inside the sweep folder unless absolute; None: none
+                **executor_kw) -> tuple:
+    "Everything checked before a sweep starts, each failure one line; returns the first run's config, the opened splits and the figures folder."
+    sweep.check()
+    if executor not in EXECUTORS: raise UserError(f'unknown executor {executor!r}: use {" or ".join(EXECUTORS)}')
+    if executor == 'ray': check_ray(Path(sweep.out), **executor_kw)
+    out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
+    fig_dir = out / Path(figures).expanduser() if figures else None      # each sweep's figures in a home of their own
+    if fig_dir: check_writable(fig_dir)
+    first = sweep.config(sweep.models[0], 1, 0)
+    splits = load_splits(first.dataset or sample_dataset(), **first.layout())
+    check_select_on(first.select_on, len(splits['train'].classes))
+    return first, splits, fig_dir
+
+def pending_jobs(sweep: Sweep, rec: SweepRecord) -> list:
+    "(key, params, run_dir) of every run of `sweep` that `rec` does not record as done: what an executor receives."
+    return [(sweep.key(m, f, s, lr), asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr))
+            for m, f, s, lr in sweep.runs() if rec.data['runs'][sweep.key(m, f, s, lr)]['state'] != 'done']
+
+# %% ../nbs/05_sweep.ipynb #ly_05
+def run_jobs(sweep: Sweep, rec: SweepRecord, jobs: list,   # the sweep, its record, and `pending_jobs`
+             executor: str = 'local',   # a key of `EXECUTORS`
+             log=print,                 # where progress lines go
+             **executor_kw) -> list:
+    "Run `jobs` with the executor, keeping `rec`, the progress lines and the live validation lines; returns the failures (key, error)."
+    said = threading.Lock()                         # job threads and log tails print whole lines, one at a time
+    def say(line):
+        with said: log(line)
+    prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], rec.states().get('done', 0), say)
+    failures, tails = [], {}
+    run_dirs, params = {k: d for k, _, d in jobs}, {k: p for k, p, _ in jobs}
+    def on_start(key, slot):
+        rec.update(key, state='running', started=now()); prog.start(key, slot)
+        tails[key] = LogTail(run_dirs[key], params[key], lambda line, key=key: say(f'  {key}: {line}'))
+    def on_end(key, ok, err, secs, **extra):
+        if key in tails: tails.pop(key).stop()
+        warned = notebook_warnings(Path(run_dirs[key]) / 'train.ipynb')
+        rec.update(key, state='done' if ok else 'failed', ended=now(), seconds=round(secs, 1), **extra,
+                   **({} if ok else {'error': err}), **({'warnings': warned} if warned else {}))
+        if not ok: failures.append((key, err))
+        prog.finish(key, ok, secs, err)
+        for w in warned: say(f'  {key}: {w}')
+    if executor == 'local':   # the GPUs this machine lends the runs: none when they train on the CPU
+        executor_kw.setdefault('n_gpus', gpu_count() if sweep.train.get('device', 'auto') in ('auto', 'cuda') else 0)
+    EXECUTORS[executor](jobs, on_start, on_end, **executor_kw)
+    return failures
+
+# %% ../nbs/05_sweep.ipynb #ly_07
+def report_sweep(rec: SweepRecord, result: SweepResult,   # the sweep's record, and its result so far
+                 fig_dir: Path | None = None,             # the figures folder; None: no curves report
+                 log=print) -> SweepResult:
+    "Evaluate the finished runs, draw the curves report, close the record; the failures on stderr; returns `result`, completed."
+    out = result.out
+    if rec.states().get('done'):
+        from minisweep.evaluate import evaluate_runs
+        evaluate_runs(out)
+        result.results = out / 'results.json'
+        from minisweep.curves import edge_notes, load_results
+        for note in edge_notes(load_results(result.results)): log(f'note: {note}')
+        if fig_dir:
+            ok, err, _ = execute_job(curves_notebook(), out / 'curves.ipynb', dict(results=str(result.results), out_dir=str(fig_dir)))
+            if not ok: result.failures.append(('curves', err))
+            else: result.figures = sorted(fig_dir.glob('*.png'))
+    result.failures += rec.from_disk()
+    rec.data['ended'] = now(); rec.save()
+    result.states = rec.states()
+    if result.failures: print('failures:\n' + failure_table(result.failures), file=sys.stderr)
+    return result
+
+# %% ../nbs/05_sweep.ipynb #ly_09
 def run_sweep(sweep: Sweep,             # the grid and shared settings
               executor: str = 'local',  # local or ray
               figures: str | None = 'figures',  # folder for the figures, inside the sweep folder unless absolute; None or '': none
@@ -470,66 +438,16 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
               **executor_kw,            # options of the executor (ray: address, gpus_per_run, cpus_per_run, max_retries)
              ) -> SweepResult:
     "Run every unfinished run of `sweep`, then evaluate and draw the curves; idempotent and resumable."
-    sweep.check()
-    if executor not in ('local', 'ray'): raise UserError(f'unknown executor {executor!r}: use local or ray')
-    if executor == 'ray': from minisweep.ray_executor import check_ray; check_ray(Path(sweep.out), **executor_kw)
-    out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
-    fig_dir = out / Path(figures).expanduser() if figures else None      # each sweep's figures in a home of their own
-    if fig_dir: check_writable(fig_dir)
-    first = sweep.config(sweep.models[0], 1, 0)
-    splits = load_splits(first.dataset or sample_dataset(), **first.layout())
-    check_select_on(first.select_on, len(splits['train'].classes))
+    first, splits, fig_dir = check_sweep(sweep, executor, figures, **executor_kw)
+    out = Path(sweep.out)
     with sweep_lock(out):
         rec = SweepRecord(sweep)
         if executor == 'local': prepare_caches(first, splits)   # decode once, here; a bad image fails the sweep before any training
-        jobs = []
-        for m, f, s, lr in sweep.runs():
-            key = sweep.key(m, f, s, lr)
-            if rec.data['runs'][key]['state'] != 'done':
-                jobs.append((key, asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr)))
-        states = rec.states()
-        skipped = states.get('done', 0)
-        said = threading.Lock()                         # job threads and log tails print whole lines, one at a time
-        def say(line):
-            with said: log(line)
-        prog = Progress([(k, p['model'], p['subset_size']) for k, p, _ in jobs], states.get('done', 0), say)
-        failures, tails = [], {}
-        run_dirs, params = {k: d for k, _, d in jobs}, {k: p for k, p, _ in jobs}
-        def on_start(key, slot):
-            rec.update(key, state='running', started=now()); prog.start(key, slot)
-            tails[key] = LogTail(run_dirs[key], params[key], lambda line, key=key: say(f'  {key}: {line}'))
-        def on_end(key, ok, err, secs, **extra):
-            if key in tails: tails.pop(key).stop()
-            warned = notebook_warnings(Path(run_dirs[key]) / 'train.ipynb')
-            rec.update(key, state='done' if ok else 'failed', ended=now(), seconds=round(secs, 1), **extra,
-                       **({} if ok else {'error': err}), **({'warnings': warned} if warned else {}))
-            if not ok: failures.append((key, err))
-            prog.finish(key, ok, secs, err)
-            for w in warned: say(f'  {key}: {w}')
-        if jobs:
-            if executor == 'local': run_local(jobs, on_start, on_end, n_gpus=gpu_count() if sweep.train.get('device', 'auto') in ('auto', 'cuda') else 0)
-            else:
-                from minisweep.ray_executor import run_ray
-                run_ray(jobs, on_start, on_end, **executor_kw)
-        else: log(f'all {len(sweep.runs())} runs of {out} are done already')
+        jobs, skipped = pending_jobs(sweep, rec), rec.states().get('done', 0)
+        if jobs: failures = run_jobs(sweep, rec, jobs, executor, log, **executor_kw)
+        else: failures = []; log(f'all {len(sweep.runs())} runs of {out} are done already')
         failures += rec.from_disk()                     # a finished run whose folder was deleted meanwhile
-        result = SweepResult(out, rec.states(), failures, skipped=skipped)
-        if rec.states().get('done'):
-            from minisweep.evaluate import evaluate_runs
-            evaluate_runs(out)
-            result.results = out / 'results.json'
-            from minisweep.curves import edge_notes, load_results
-            for note in edge_notes(load_results(result.results)): log(f'note: {note}')
-            if figures:
-                ok, err, _ = execute_job(curves_notebook(), out / 'curves.ipynb',
-                                         dict(results=str(result.results), out_dir=str(fig_dir)))
-                if not ok: failures.append(('curves', err))
-                else: result.figures = sorted(fig_dir.glob('*.png'))
-        failures += rec.from_disk()
-        rec.data['ended'] = now(); rec.save()
-        result.states = rec.states()
-        if failures: print('failures:\n' + failure_table(failures), file=sys.stderr)
-        return result
+        return report_sweep(rec, SweepResult(out, rec.states(), failures, skipped=skipped), fig_dir, log)
 
 # %% ../nbs/05_sweep.ipynb #k02
 def run_state(run_dir: Path) -> str:

@@ -34,13 +34,13 @@ def definitions(src: str) -> int:
     return n
 
 
-def chapter_of(module: str) -> dict:
-    "Chapter number of each module, from the `#| default_exp` of the notebooks."
+def chapter_of() -> dict:
+    "Each module's chapter: the name of the notebook whose `#| default_exp` makes it (notebooks read in name order: 04_ < 04a_ < 04b_ < 05_)."
     out = {}
     for nb in sorted(NBS.glob('[0-9]*.ipynb')):
         src = ''.join(json.loads(nb.read_text())['cells'][0]['source'])
         m = re.search(r'#\|\s*default_exp\s+(\S+)', src)
-        if m: out[m.group(1)] = int(nb.name[:2])
+        if m: out[m.group(1)] = nb.stem
     return out
 
 
@@ -96,11 +96,11 @@ def main():
     print(f'| **all** | {len(every)} | **{statistics.median(every):g}** | {max(every)} | |')
     print('\n## Longest functions\n')
     for n, name in longest_functions(): print(f'- {name}: {n} lines')
-    chapter = chapter_of('')
+    chapter = chapter_of()
     graph = {py.stem: imports(py) for py in sorted(LIB.glob('*.py')) if not py.name.startswith('_')}
     print('\n## Import graph (module -> the minisweep modules it imports)\n')
     for m, deps in graph.items(): print(f'- {m} ({chapter.get(m, "?")}) -> {", ".join(sorted(deps)) or "nothing"}')
-    later = [(m, d) for m, deps in graph.items() for d in deps if chapter.get(d, 0) > chapter.get(m, 99)]
+    later = [(m, d) for m, deps in graph.items() for d in deps if chapter.get(d, '') > chapter.get(m, '~')]
     cyc = cycles(graph)
     print('\nImports of a later chapter: ' + (', '.join(f'{m} -> {d}' for m, d in later) or 'none'))
     print('Cycles: ' + ('; '.join(' -> '.join(c) for c in cyc) or 'none'))

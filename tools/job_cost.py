@@ -6,7 +6,8 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from minisweep.sweep import Sweep, execute_job, train_notebook
+from minisweep.jobs import execute_job, train_notebook
+from minisweep.sweep import Sweep
 
 
 def when(s: str) -> float: return datetime.fromisoformat(s.replace('Z', '+00:00')).timestamp()
