@@ -87,9 +87,13 @@ def main(argv=None):
 
 def render(args) -> int:
     "`--render`: write the report again from the results of an earlier run, measuring nothing."
-    res = json.loads(Path(args.render).read_text())
-    res['findings'] = findings(res)
-    Path(args.out).write_text(report(res)); log(f'wrote {args.out} from {args.render}')
+    try: res = json.loads(Path(args.render).read_text())
+    except (OSError, ValueError) as e:
+        print(f'bench: cannot read the results {args.render}: {getattr(e, "strerror", None) or e}', file=sys.stderr); return 2
+    try: res['findings'] = findings(res); md = report(res)
+    except (KeyError, TypeError, AttributeError) as e:
+        print(f'bench: {args.render} does not hold the results of bench/bench.py ({type(e).__name__}: {e})', file=sys.stderr); return 2
+    Path(args.out).write_text(md); log(f'wrote {args.out} from {args.render}')
     return 0
 
 def find_dataset(args) -> Path | None:
