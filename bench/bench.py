@@ -3,7 +3,7 @@
 
 Measured side by side, in one run, on one machine, with the same model, batch and image size:
 
-1. training images/s of minisweep's own loop (`prepare_data` + `make_optimizer` + `_epoch`, as `train_run` calls them)
+1. training images/s of minisweep's own loop (`prepare_data` + `make_optimizer` + `train_epoch`, as `train_run` calls them)
    against a bare PyTorch loop on synthetic tensors already on the device (the ceiling);
 2. the same against a seed-style pipeline (HF dataset + PIL decode + torchvision transforms + DataLoader), on the
    64 px data and on a copy of a slice of it re-encoded as 500x375 JPEGs (Mini-ImageNet's usual size), and the

@@ -22,7 +22,7 @@ def make_cfg(args, model, size, dataset, device, compile=False):
                        cache_on_device=True, progress=False).check()
 
 class MinisweepLoop:
-    "minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `_epoch`, set up as `train_run` does."
+    "minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `train_epoch`, set up as `train_run` does."
     def __init__(self, cfg, device, before=False):
         from minisweep.train import prepare_data, run_length, make_optimizer, compile_model
         from minisweep.models import create_model
@@ -47,11 +47,11 @@ class MinisweepLoop:
             yield from b
 
     def train(self, steps):
-        from minisweep.train import _epoch
+        from minisweep.train import train_epoch
         from tqdm.auto import tqdm
         with tqdm(total=steps * self.cfg.batch_size, disable=True) as bar:
-            self.last = _epoch(self.model, itertools.islice(self.stream, steps), self.opt, self.sched, self.crit,
-                               self.device, self.cfg.bf16, bar)
+            self.last = train_epoch(self.model, itertools.islice(self.stream, steps), self.opt, self.sched, self.crit,
+                                    self.device, self.cfg.bf16, bar)
 
     def batches(self, steps):
         "The data path alone: `Batches` cut, moved, cropped, flipped and normalised, no model."

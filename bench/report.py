@@ -70,7 +70,7 @@ def settings_section(res: dict) -> list:
             f"{s['stored'].get('64', '-')} px. Larger sizes: `{s['copy']}`, {s['copy_n']:,} training images of it re-encoded "
             f"as 500x375 JPEGs (bicubic upscale + mild noise, quality 90, mean {s['copy_kb']:.0f} KB a file, as Mini-ImageNet's "
             f"originals are about 500x375), made by `make_large_copy` in bench/out (never committed).",
-            "- **minisweep**: its own code path, `prepare_data(cfg, device)` + `create_model` + `make_optimizer` + `_epoch` "
+            "- **minisweep**: its own code path, `prepare_data(cfg, device)` + `create_model` + `make_optimizer` + `train_epoch` "
             "exactly as `train_run` calls them, on the decoded uint8 cache (random crop + flip + normalise per batch).",
             "- **bare**: the same model, optimizer settings (the same SGD kernel as minisweep's `make_optimizer`: "
             f"{', '.join(sorted(set(r.get('sgd', '?') for r in res['train']))) or '?'}), autocast and memory format on one synthetic "

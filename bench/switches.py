@@ -2,7 +2,7 @@
 """What each of minisweep's speed switches gives, measured side by side on this machine.
 
 For each model: minisweep's own training loop (`MinisweepLoop` of bench/loops.py: `prepare_data`, `create_model`,
-`make_optimizer` and `_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
+`make_optimizer` and `train_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
 each switch flipped, all timed round-robin in the same rounds (median of the repeats, training images/s). Switches:
 
 - everywhere: `bf16` (autocast) off; fused SGD off (the for-loop SGD `make_optimizer` used before);
