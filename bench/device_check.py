@@ -8,7 +8,7 @@ small sizes. Sections, each reported as it ends, each failing on its own without
 2. gather: a batch gathered from a uint8 tensor of more than 2**32 elements (CPU mode: the same code, 2**24);
 3. syncs: host synchronisations per training step under `torch.cuda.set_sync_debug_mode` (target 0);
 4. rng: the run's random state through a checkpoint file and back;
-5. speed: minisweep's training loop against the bare loop (bench/bench.py's), both models, images/s and ratio;
+5. speed: minisweep's training loop against the bare loop (bench/loops.py's), both models, images/s and ratio;
 6. sweep: a one-run papermill sweep, its best checkpoint evaluated again on the CPU; peak GPU memory.
 
 Writes report.md and results.json to --out (the device tool's $OUT), after every section.
@@ -144,13 +144,15 @@ def check_gather(ctx):
 
 def check_syncs(ctx):
     "Synchronising CUDA calls per training step of minisweep's loop, with the cache on the GPU and in host memory."
-    import torch, bench
+    import torch
+    from loops import MinisweepLoop
+    from timing import warm_up
     if ctx['device'].type != 'cuda': return dict(passed=True, note='not applicable on the CPU')
     out = {}
     for label, on_dev in (('gpu cache', True), ('host staging', False)):
         cfg = ctx['cfg']('resnet18', cache_on_device=on_dev)
-        loop = bench.MinisweepLoop(cfg, ctx['device'])
-        bench.warm_up(loop.train, ctx['device'], 5, 2.0)
+        loop = MinisweepLoop(cfg, ctx['device'])
+        warm_up(loop.train, ctx['device'], 5, 2.0)
         counts, where = {}, set()
         for steps in (4, 12):
             torch.cuda.synchronize()
@@ -184,18 +186,20 @@ def check_rng(ctx):
 
 def check_speed(ctx):
     "minisweep's loop against the bare loop, both models, round-robin repeats (median)."
-    import statistics, bench
+    import statistics
+    from loops import BareLoop, MinisweepLoop
+    from timing import timed, warm_up
     out, dev = {}, ctx['device']
     for m in ('alexnet', 'resnet18'):
         cfg = ctx['cfg'](m)
-        ms = bench.MinisweepLoop(cfg, dev)
-        bare = bench.BareLoop(cfg, dev, ms.n_classes, ms.channels_last, ms.opt)
+        ms = MinisweepLoop(cfg, dev)
+        bare = BareLoop(cfg, dev, ms.n_classes, ms.channels_last, ms.opt)
         loops = dict(bare=bare, minisweep=ms)
-        per = {k: bench.warm_up(l.train, dev, 3, ctx['warm_s']) for k, l in loops.items()}
+        per = {k: warm_up(l.train, dev, 3, ctx['warm_s']) for k, l in loops.items()}
         steps = max(1, min(400, round(ctx['rep_s'] / per['bare'])))
         ips = {k: [] for k in loops}
         for _ in range(ctx['repeats']):
-            for k, l in loops.items(): ips[k].append(steps * cfg.batch_size / bench.timed(l.train, steps, dev))
+            for k, l in loops.items(): ips[k].append(steps * cfg.batch_size / timed(l.train, steps, dev))
         med = {k: statistics.median(v) for k, v in ips.items()}
         out[m] = dict(bare_ips=round(med['bare']), minisweep_ips=round(med['minisweep']),
                       ratio=round(med['minisweep'] / med['bare'], 3), steps=steps, repeats=ctx['repeats'])
@@ -208,14 +212,14 @@ def check_speed(ctx):
 
 def check_sweep(ctx):
     "One papermill run through `minisweep sweep`, evaluated there (GPU) and again on the CPU from its checkpoint."
-    import bench
+    from jobs import run_monitored
     from minisweep.evaluate import evaluate_checkpoint
     work = Path(ctx['work']); out = work / 'sweep'
     cmd = [sys.executable, '-c', 'import sys; from minisweep.cli import main; sys.exit(main())', 'sweep',
            '--models', 'resnet18', '--subset-sizes', str(ctx['sweep_fraction']), '--seeds', '0',
            '--num-epochs', str(ctx['sweep_epochs']), '--batch-size', str(ctx['batch_size']), '--image-size', str(ctx['size']),
            '--dataset', ctx['data'], '--out', str(out), '--figures', '']   # no curves: one run draws none
-    r = bench.run_monitored(cmd, dict(os.environ), work / 'sweep.log', timeout=ctx['sweep_timeout'])
+    r = run_monitored(cmd, dict(os.environ), work / 'sweep.log', timeout=ctx['sweep_timeout'])
     tail = (work / 'sweep.log').read_text()[-3000:]
     (Path(ctx['out']) / 'sweep_log_tail.txt').write_text(tail)
     res = dict(rc=r['rc'], wall_s=round(r['wall'], 1), peak_gpu_mib=r.get('peak_gpu_mib'), peak_rss_mb=round(r.get('peak_rss_sum_mb') or 0))

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """What each of minisweep's speed switches gives, measured side by side on this machine.
 
-For each model: minisweep's own training loop (`MinisweepLoop` of bench.py: `prepare_data`, `create_model`,
-`make_optimizer` and `_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
+For each model: minisweep's own training loop (`MinisweepLoop` of bench/loops.py: `prepare_data`, `create_model`,
+`make_optimizer` and `train_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
 each switch flipped, all timed round-robin in the same rounds (median of the repeats, training images/s). Switches:
 
 - everywhere: `bf16` (autocast) off; fused SGD off (the for-loop SGD `make_optimizer` used before);
@@ -20,18 +20,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import bench  # noqa: E402  (the benchmark's loops and helpers)
+from machine import log, machine_info, n_cores  # noqa: E402  (the benchmark's loops and helpers)
+from timing import Contention, timed, warm_up  # noqa: E402
+from loops import MinisweepLoop, make_cfg, old_optimizer, patch_batches_before  # noqa: E402
 
 
-class Variant(bench.MinisweepLoop):
+class Variant(MinisweepLoop):
     "minisweep's loop, optionally with the for-loop SGD or the old CPU batch path swapped back in."
     def __init__(self, cfg, device, for_loop_sgd=False, old_batches=False):
         super().__init__(cfg, device)
         if for_loop_sgd:
             from minisweep.train import run_length
             length = run_length(self.data['n_train'], cfg)
-            self.opt, self.sched = bench.old_optimizer(self.model, cfg, length['total_steps'], length['warmup_steps'], device)
-        if old_batches: bench.patch_batches_before(self.data['train'])
+            self.opt, self.sched = old_optimizer(self.model, cfg, length['total_steps'], length['warmup_steps'], device)
+        if old_batches: patch_batches_before(self.data['train'])
 
 
 def variants(device) -> list:
@@ -44,23 +46,23 @@ def variants(device) -> list:
 
 
 def measure(args, model, device) -> list:
-    base = bench.make_cfg(args, model, args.image_size, args.dataset, device)     # minisweep's defaults (compile off)
+    base = make_cfg(args, model, args.image_size, args.dataset, device)     # minisweep's defaults (compile off)
     loops = []
     for label, changes, opts in variants(device):
         cfg = dataclasses.replace(base, **changes)
         loop = Variant(cfg, device, **opts)
-        bench.warm_up(loop.train, device, min_steps=3, min_seconds=2.0 if device.type == 'cpu' else 5.0)
+        warm_up(loop.train, device, min_steps=3, min_seconds=2.0 if device.type == 'cpu' else 5.0)
         loops.append((label, loop))
-    per_step = bench.timed(loops[0][1].train, 2, device) / 2
+    per_step = timed(loops[0][1].train, 2, device) / 2
     steps = max(1, round(args.seconds / per_step))
     ips = {label: [] for label, _ in loops}
     for _ in range(args.repeats):
         for label, loop in loops:
-            ips[label].append(steps * args.batch_size / bench.timed(loop.train, steps, device))
+            ips[label].append(steps * args.batch_size / timed(loop.train, steps, device))
     d = statistics.median(ips['defaults'])
     rows = [dict(model=model, switch=label, ips=statistics.median(ips[label]), ratio=statistics.median(ips[label]) / d,
                  spread=(min(ips[label]), max(ips[label])), steps=steps) for label, _ in loops]
-    for r in rows: bench.log(f"  {model} {r['switch']}: {r['ips']:.0f} img/s ({r['ratio']:.2f}x the defaults)")
+    for r in rows: log(f"  {model} {r['switch']}: {r['ips']:.0f} img/s ({r['ratio']:.2f}x the defaults)")
     return rows
 
 
@@ -81,11 +83,11 @@ def main(argv=None):
     except UserError as e: print(f'switches: {e}', file=sys.stderr); return 2
     if not (Path(args.dataset) / 'data').is_dir():
         print(f'switches: dataset {args.dataset} not found (give --dataset)', file=sys.stderr); return 2
-    if device.type == 'cpu': torch.set_num_threads(bench.n_cores())
+    if device.type == 'cpu': torch.set_num_threads(n_cores())
     else: torch.backends.cudnn.benchmark = True
-    info = bench.machine_info(device)
+    info = machine_info(device)
     rows = []
-    with bench.Contention() as c:
+    with Contention() as c:
         for m in args.models: rows += measure(args, m, device)
     L = [f"# minisweep's speed switches, side by side", '',
          f"{info['cpu']} x{info['cores']}, {info['gpu']}, device {device}; torch {info['torch']}; minisweep {info['minisweep']} "

@@ -23,7 +23,8 @@ __all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS',
            'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
            'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
            'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_select_on', 'open_splits', 'prepare_data',
-           'training_memory', 'cache_placement', 'tensorboard_writer', 'log_scalars', 'train_run', 'run_summary']
+           'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars', 'train_run',
+           'run_summary']
 
 # %% ../nbs/02_train.ipynb #c006
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
@@ -333,8 +334,16 @@ def cache_placement(cache_bytes: list,   # size of each cache, in the order they
         out.append(b <= left); left -= b if out[-1] else 0
     return out
 
-def _epoch(model, batches, opt, sched, crit, device, bf16, bar):
-    "One pass over the training batches; sums stay on the device until the end."
+def train_epoch(model,                  # the model, on `device`
+                batches,                # (images, labels, n) batches, n the images that count in each
+                opt,                    # the optimizer, stepped once a batch
+                sched,                  # its learning-rate schedule, stepped once a batch
+                crit,                   # the training loss
+                device: torch.device,
+                bf16: bool,             # bf16 autocast (where the device supports it)
+                bar,                    # a tqdm bar, advanced by the images seen
+               ) -> tuple:
+    "One training pass over `batches`: (mean loss, top-1 error, images seen); the sums stay on the device until the end."
     model.train()
     loss_sum = torch.zeros((), device=device); correct = torch.zeros((), device=device, dtype=torch.long); seen = 0
     for i, (x, y, n) in enumerate(batches):
@@ -350,6 +359,8 @@ def _epoch(model, batches, opt, sched, crit, device, bf16, bar):
         bar.update(n)
         if bar.disable is False and i % 25 == 0: bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False)
     return loss_sum.item() / seen, 1 - correct.item() / seen, seen
+
+_epoch = train_epoch      # the name `train_run` calls it by
 
 # %% ../nbs/02_train.ipynb #k02
 TB_SCALARS = dict(train_loss='loss/train', val_loss='loss/validation', train_top1_error='top1_error/train',
