@@ -30,6 +30,7 @@ from machine import REPO, DEFAULT_DATA, log, machine_info, open_device      # fi
 
 from timing import Contention
 from report import findings, report
+from minisweep.core import atomic_write      # the report and its numbers are never half-written
 from decode import large_copy, measure_decode, sweep_check
 from speed import measure_training
 from data_path import data_breakdown, measure_data_only
@@ -93,7 +94,7 @@ def render(args) -> int:
     try: res['findings'] = findings(res); md = report(res)
     except (KeyError, TypeError, AttributeError) as e:
         print(f'bench: {args.render} does not hold the results of bench/bench.py ({type(e).__name__}: {e})', file=sys.stderr); return 2
-    Path(args.out).write_text(md); log(f'wrote {args.out} from {args.render}')
+    atomic_write(Path(args.out), md); log(f'wrote {args.out} from {args.render}')
     return 0
 
 def find_dataset(args) -> Path | None:
@@ -135,8 +136,8 @@ def _main(args, argv, whole):
         "Write the JSON and the report as they stand (after every section, so a killed run leaves what it measured)."
         res['incomplete'], res['seconds'] = stage, time.perf_counter() - t_start
         res['contention'] = whole.snapshot(); res['findings'] = findings(res)
-        json_path.write_text(json.dumps(res, indent=1, default=str))
-        Path(args.out).write_text(report(res))
+        atomic_write(json_path, json.dumps(res, indent=1, default=str))
+        atomic_write(Path(args.out), report(res))
         return report(res)
 
     def on_term(signum, frame):

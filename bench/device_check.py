@@ -75,9 +75,10 @@ class Check:
         self.save()
 
     def save(self):
+        from minisweep.core import atomic_write       # torch-free: safe before the device is chosen
         self.res['seconds'] = round(time.perf_counter() - self.t0, 1)
-        (self.out / 'results.json').write_text(json.dumps(self.res, indent=1, default=str))
-        (self.out / 'report.md').write_text(report(self.res))
+        atomic_write(self.out / 'results.json', json.dumps(self.res, indent=1, default=str))
+        atomic_write(self.out / 'report.md', report(self.res))
 
     @property
     def ok(self): return all(s['status'] == 'ok' for s in self.res['sections'].values())
