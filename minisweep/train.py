@@ -20,103 +20,16 @@ from .data import (UserError, Batches, atomic_write_text, check_fraction, decode
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'TrainConfig', 'resolve_device', 'param_groups',
-           'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
-           'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
-           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete',
-           'check_select_on', 'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'tensorboard_writer',
-           'log_scalars', 'train_run', 'run_summary']
+__all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'resolve_device', 'param_groups', 'lr_factor',
+           'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported',
+           'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save', 'CorruptCheckpoint',
+           'load_checkpoint', 'TrainingDiverged', 'check_writable', 'read_log', 'is_complete', 'check_select_on',
+           'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'tensorboard_writer', 'log_scalars',
+           'train_run', 'run_summary', 'SELECT_ON', 'TrainConfig']
 
 # %% ../nbs/02_train.ipynb #c006
-SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
-
-@dataclass
-class TrainConfig:
-    "Everything that defines one training run; the parameters cell of this notebook lists the same names."
-    model: str = 'resnet18'
-    subset_size: float = 1.0
-    seed: int = 0
-    dataset: str = ''
-    train_split: str = 'train'
-    validation_split: str = 'validation'
-    test_split: str = 'test'
-    image_column: str = 'image'
-    label_column: str = 'label'
-    validation_fraction: float = 0.0
-    image_size: int = 227
-    num_epochs: int = 90
-    min_steps: int = 0
-    learning_rate: float = 0.0
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    select_on: str = 'val_top5_error'
-    patience: int = 0
-    max_validations: int = 20
-    crop_pct: float = 0.875
-    device: str = 'auto'
-    bf16: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    cache_on_device: bool = True
-    eval_batch_size: int = 256
-    num_threads: int = 0
-    progress: bool = True
-    tensorboard: bool = False
-    out_dir: str = ''
-
-    # knobs that change neither the numbers nor the meaning of a run: a run may resume under other values of these
-    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard')
-
-    @classmethod
-    def from_dict(cls, d: dict) -> 'TrainConfig':
-        "A config from a dict (a saved one), ignoring unknown keys."
-        names = {f.name for f in fields(cls)}
-        d = {'max_validations': 0, **d}       # a config saved before the validation budget existed validated every epoch
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def check(self) -> 'TrainConfig':
-        "Raise a one-line `UserError` for any value that cannot work."
-        model_spec(self.model); check_image_size(self.model, self.image_size); check_fraction(self.subset_size)
-        for name in ('num_epochs', 'batch_size', 'eval_batch_size'):
-            if int(getattr(self, name)) < 1: raise UserError(f'{name} must be at least 1, got {getattr(self, name)}')
-        for name in ('learning_rate', 'weight_decay', 'warmup_epochs', 'min_steps', 'patience', 'num_threads', 'label_smoothing'):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise UserError(f'{name} must be a number >= 0, got {v}')
-        if int(self.seed) < 0: raise UserError(f'seed must be >= 0, got {self.seed}')
-        if not 0 <= self.momentum < 1: raise UserError(f'momentum must be in [0, 1), got {self.momentum}')
-        if self.label_smoothing >= 1: raise UserError(f'label_smoothing must be below 1, got {self.label_smoothing}')
-        if not 0 < self.crop_pct <= 1: raise UserError(f'crop_pct must be in (0, 1], got {self.crop_pct}')
-        if not isinstance(self.max_validations, int) or self.max_validations < 0:
-            raise UserError(f'max_validations must be a whole number >= 0 (0: every epoch), got {self.max_validations}')
-        if self.select_on not in SELECT_ON: raise UserError(f'select_on must be one of {", ".join(SELECT_ON)}, got {self.select_on!r}')
-        for name in ('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name): raise UserError(f'{name} must be a name, got {getattr(self, name)!r}')
-        if not 0 <= self.validation_fraction < 1: raise UserError(f'validation_fraction must be in [0, 1), got {self.validation_fraction}')
-        if self.tensorboard and importlib.util.find_spec('tensorboard') is None:
-            raise UserError("tensorboard is not installed: pip install 'minisweep[tensorboard]' (or pip install tensorboard), or drop --tensorboard")
-        resolve_device(self.device)
-        return self
-
-    @property
-    def lr(self) -> float:
-        "The peak learning rate: the given one, or the model's default for this batch size."
-        return self.learning_rate or default_lr(self.model, self.batch_size)
-
-    def identity(self) -> dict:
-        "The fields that define the run's results (everything except the runtime knobs)."
-        ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
-        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= self.num_epochs):
-            del ident['max_validations']      # every epoch validated: the same run as before the budget existed
-        for k, v in LAYOUT.items():
-            if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named
-        return ident
-
-    def layout(self) -> dict:
-        "How the run's dataset names its splits and columns: `load_splits`'s keyword arguments."
-        return {k: getattr(self, k) for k in LAYOUT}
+from .core import SELECT_ON, TrainConfig   # defined in the torch-free core: the command line reads its fields
+_all_ = ['SELECT_ON', 'TrainConfig']                # still names of this module, as before
 
 def resolve_device(device: str = 'auto') -> torch.device:
     "`auto` -> cuda when there is a GPU, else cpu; a `UserError` for a device that is not there."
