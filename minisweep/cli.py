@@ -12,8 +12,56 @@ from . import __version__
 from .core import DEFAULT_DATASET, LAYOUT, UserError, check_fraction, subset_folder
 
 # %% auto #0
-__all__ = ['LAYOUT_HELP', 'DEMO', 'COMMANDS', 'Parser', 'make_parser', 'cmd_sweep', 'cmd_prepare', 'cmd_train', 'cmd_eval',
-           'cmd_curves', 'cmd_demo', 'main']
+__all__ = ['HAND_WRITTEN', 'DEMO', 'COMMANDS', 'setting_flags', 'Parser', 'make_parser', 'cmd_sweep', 'cmd_prepare', 'cmd_train',
+           'cmd_eval', 'cmd_curves', 'cmd_demo', 'main']
+
+# %% ../nbs/06_cli.ipynb #st_01
+import functools
+from fastcore.docments import docments
+from .core import CHOICES, Settings, setting_problem
+
+HAND_WRITTEN = dict(    # per command, the fields that name a run rather than set it: flags of their own (None: no flag)
+    sweep=dict(model='--models', subset_size='--subset-sizes', seed='--seeds', out_dir='--out', dataset='--dataset', progress=None),
+    train=dict(model='--model', subset_size='--subset-sizes', seed='--seed', out_dir='--checkpoint-dir', dataset='--dataset'))
+
+def _setting_type(name: str, anno: str):
+    "argparse type of a setting's flag: the text read as `anno` (int, float or str), then held to the setting's rule."
+    def convert(s: str):
+        try: v = dict(int=int, float=float).get(anno, str)(s)
+        except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number' if anno == 'int' else f'invalid float value: {s!r}') from None
+        if problem := setting_problem(name, v): raise argparse.ArgumentTypeError(f'{s} {problem} ({name})')
+        return v
+    return convert
+
+@functools.cache
+def _setting_docs() -> dict:
+    "Each setting's type, default and docment (read once: it parses the source)."
+    return docments(Settings, full=True)
+
+def setting_flags(p, names):
+    "Add to `p` one flag per field of `Settings` of `names`: --field-name, with the field's type, default and docment."
+    docs = _setting_docs()
+    for name in names:
+        flag, anno, default, doc = '--' + name.replace('_', '-'), docs[name]['anno'], docs[name]['default'], docs[name]['docment'].replace('%', '%%')
+        if anno == 'bool' and default: p.add_argument('--no-' + flag[2:], dest=name, action='store_false', help=f'{doc} (default on; this flag turns it off)')
+        elif anno == 'bool': p.add_argument(flag, action='store_true', help=f'{doc} (default off)')
+        elif name in CHOICES: p.add_argument(flag, default=default, choices=CHOICES[name], help=f'{doc} (default %(default)s)')
+        else: p.add_argument(flag, type=_setting_type(name, anno), default=default, help=f'{doc} (default %(default)s)')
+
+def _dataset_flags(p: argparse.ArgumentParser):
+    "--dataset, and a flag per field of `LAYOUT` (how the dataset names its splits and columns)."
+    g = p.add_argument_group('dataset')
+    g.add_argument('--dataset', default=DEFAULT_DATASET, help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; sample (or ''): the 10-class sample shipped with minisweep (default %(default)s)")
+    setting_flags(g, LAYOUT)
+
+def _train_flags(p: argparse.ArgumentParser, command: str):
+    "Every setting as a flag, but those `command` writes by hand: the recipe under 'training', then the dataset's."
+    setting_flags(p.add_argument_group('training'), [f.name for f in fields(Settings) if f.name not in HAND_WRITTEN[command] and f.name not in LAYOUT])
+    _dataset_flags(p)
+
+def _train_settings(a) -> dict:
+    "The `TrainConfig` fields that the flags of a `sweep` or `train` command line set."
+    return {f.name: getattr(a, f.name) for f in fields(Settings) if f.name not in HAND_WRITTEN[a.command]} | dict(dataset=a.dataset)
 
 # %% ../nbs/06_cli.ipynb #c005
 class Parser(argparse.ArgumentParser):
@@ -24,12 +72,6 @@ class Parser(argparse.ArgumentParser):
 def _fraction(s: str) -> float:
     try: return check_fraction(s)
     except UserError as e: raise argparse.ArgumentTypeError(str(e)) from None
-
-def _positive(s: str) -> int:
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a whole number') from None
-    if v < 1: raise argparse.ArgumentTypeError(f'{v} must be at least 1')
-    return v
 
 def _rate(s: str) -> float:
     try: v = float(s)
@@ -57,52 +99,6 @@ def _learning_rate_grid(items: list | None):
         grid[model] = rates
     return grid
 
-def _holdout(s: str) -> float:
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a number') from None
-    if not 0 <= v < 1: raise argparse.ArgumentTypeError(f'{s} must be in [0, 1): the share of each training class held out for validation')
-    return v
-
-LAYOUT_HELP = dict(train_split="the dataset's name of its training split", validation_split="... of its validation split",
-                   test_split="... of its test split", image_column='the column of the images', label_column='the column of the labels (a ClassLabel)',
-                   validation_fraction='no validation split: hold out this share of each training class instead, the same for every run (e.g. 0.1)')
-
-def _dataset_flags(p: argparse.ArgumentParser):
-    "--dataset and one flag per field of `LAYOUT` (the `TrainConfig` fields of the same names)."
-    g = p.add_argument_group('dataset')
-    g.add_argument('--dataset', default=DEFAULT_DATASET, help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; sample (or ''): the 10-class sample shipped with minisweep (default %(default)s)")
-    for name, default in LAYOUT.items():
-        g.add_argument('--' + name.replace('_', '-'), type=_holdout if name == 'validation_fraction' else str, default=default,
-                       help=f'{LAYOUT_HELP[name]} (default %(default)s)')
-
-def _train_flags(p: argparse.ArgumentParser, epochs: int = 90, image_size: int = 227):
-    "The training settings shared by `sweep` and `train`."
-    g = p.add_argument_group('training')
-    g.add_argument('--num-epochs', type=_positive, default=epochs, help='epochs over each subset (default %(default)s)')
-    g.add_argument('--min-steps', type=int, default=0, help='at least this many optimizer steps per run: small subsets get more epochs (default %(default)s: off)')
-    g.add_argument('--learning-rate', type=float, default=0.0, help="peak learning rate (default 0: the model's default, scaled by batch size / 128)")
-    g.add_argument('--batch-size', type=_positive, default=128, help='images per optimizer step (default %(default)s)')
-    g.add_argument('--image-size', type=_positive, default=image_size, help='side of the square crop the model sees (default %(default)s)')
-    g.add_argument('--weight-decay', type=float, default=5e-4, help='weight decay, not on BatchNorm and biases (default %(default)s)')
-    g.add_argument('--label-smoothing', type=float, default=0.1, help='label smoothing (default %(default)s)')
-    g.add_argument('--select-on', default='val_top5_error', choices=['val_top5_error', 'val_top1_error', 'val_loss'],
-                   help='metric that picks the best checkpoint (default %(default)s; the seed used val_loss)')
-    g.add_argument('--patience', type=int, default=0, help='early stopping after this many validations without improvement (default 0: off)')
-    g.add_argument('--max-validations', type=int, default=20,
-                   help='validate at most this many times, evenly spaced, always after the last epoch (default %(default)s; 0: every epoch)')
-    g.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default %(default)s)')
-    g.add_argument('--no-bf16', action='store_true', help='train in float32 instead of bf16 autocast')
-    g.add_argument('--compile', action='store_true', help='torch.compile the model (static shapes)')
-    g.add_argument('--tensorboard', action='store_true', help="TensorBoard scalars at each validation, in each run's tensorboard/ folder (pip install 'minisweep[tensorboard]')")
-    _dataset_flags(p)
-
-def _train_settings(a) -> dict:
-    "TrainConfig fields from parsed flags."
-    return dict(num_epochs=a.num_epochs, min_steps=a.min_steps, learning_rate=a.learning_rate, batch_size=a.batch_size,
-                image_size=a.image_size, dataset=a.dataset, weight_decay=a.weight_decay, label_smoothing=a.label_smoothing,
-                select_on=a.select_on, patience=a.patience, max_validations=a.max_validations, device=a.device,
-                bf16=not a.no_bf16, compile=a.compile, tensorboard=a.tensorboard, **{k: getattr(a, k) for k in LAYOUT})
-
 def make_parser() -> Parser:
     "The `minisweep` argument parser."
     p = Parser(prog='minisweep', description='Learning curves: how much does more data buy a model?')
@@ -128,13 +124,13 @@ def make_parser() -> Parser:
     s.add_argument('--gpus-per-run', type=float, default=None, help='Ray: GPUs per run (default 1 when the cluster has GPUs, else 0)')
     s.add_argument('--cpus-per-run', type=float, default=1, help='Ray: CPUs per run (default %(default)s)')
     s.add_argument('--max-retries', type=int, default=1, help='Ray: retries of a failed run (default %(default)s)')
-    _train_flags(s)
+    _train_flags(s, 'sweep')
 
     r = sub.add_parser('prepare', help='decode every split of a dataset into the cache, ahead of a sweep',
                        description='Open the dataset (a Hub id is downloaded) and decode every split at the size runs of '
                                    '--image-size read, into the cache ($MINISWEEP_CACHE, default ~/.cache/minisweep). '
                                    'A later sweep or run on the same dataset and size reuses it.')
-    r.add_argument('--image-size', type=_positive, default=227, help='side of the square crop the runs will see (default %(default)s)')
+    setting_flags(r, ['image_size'])
     _dataset_flags(r)
 
     t = sub.add_parser('train', help="the seed's train.py: train on each subset size",
@@ -144,7 +140,7 @@ def make_parser() -> Parser:
     t.add_argument('--subset-sizes', nargs='+', type=_fraction, default=[1.0], help='fractions of each class, in (0, 1] (default 1)')
     t.add_argument('--checkpoint-dir', default='checkpoints', help='where runs go (default %(default)s)')
     t.add_argument('--seed', type=int, default=0, help='seed (default %(default)s)')
-    _train_flags(t)
+    _train_flags(t, 'train')
 
     e = sub.add_parser('eval', help="the seed's eval.py: test every finished run of a folder",
                        description='Evaluate the best checkpoint of every finished run under --checkpoint-dir on the test '
@@ -152,7 +148,7 @@ def make_parser() -> Parser:
     e.add_argument('--model', required=True, help='evaluate the runs of this model')
     e.add_argument('--checkpoint-dir', required=True, help='a folder of runs: <checkpoint-dir>/<model>/<timestamp> or a sweep folder')
     e.add_argument('--split', default='test', choices=['test', 'validation'], help='split to evaluate (default %(default)s)')
-    e.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default %(default)s)')
+    setting_flags(e, ['device'])
 
     c = sub.add_parser('curves', help='draw learning curves from results files',
                        description='Top-5 and top-1 error against training-set size, with a power-law fit per model.')
@@ -163,7 +159,7 @@ def make_parser() -> Parser:
                        description='Both models, four subset sizes, two seeds, on the 10-class sample shipped with minisweep.')
     d.add_argument('--out', default='runs/demo', help='sweep folder (default %(default)s)')
     d.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
-    d.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N (default %(default)s)')
+    setting_flags(d, ['device'])
     return p
 
 # %% ../nbs/06_cli.ipynb #c008

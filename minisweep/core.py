@@ -9,8 +9,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'CONTEXT_COLUMNS',
-           'RESULT_COLUMNS', 'UserError', 'check_fraction', 'file_mode', 'atomic_write', 'check_writable', 'n_workers',
-           'subset_folder', 'lr_folder', 'run_key', 'is_complete', 'read_log', 'select_learning_rates']
+           'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'RULES', 'UserError', 'check_fraction', 'file_mode',
+           'atomic_write', 'check_writable', 'n_workers', 'subset_folder', 'lr_folder', 'run_key', 'is_complete',
+           'read_log', 'select_learning_rates', 'setting_problem', 'Settings']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -126,3 +127,98 @@ def select_learning_rates(
         best = score.index[int(np.argmin(score.to_numpy()))]        # the first minimum: ties go to the smaller rate
         selected[g.index[g.learning_rate.isna() if pd.isna(best) else g.learning_rate == best]] = True
     return selected
+
+# %% ../nbs/00_core.ipynb #st_02
+import importlib.util, math, numbers
+from dataclasses import asdict, dataclass, fields
+
+SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')   # the metrics a run can pick its best checkpoint on
+CHOICES = dict(select_on=SELECT_ON)                            # settings that take one of a few names
+
+def _whole(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+def _number(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+RULES = {   # setting: (test of a value, what a good value is); a setting not named here takes any value of its type
+    **dict.fromkeys(('image_size', 'num_epochs', 'batch_size', 'eval_batch_size'), (lambda v: _whole(v) and v >= 1, 'must be at least 1')),
+    **dict.fromkeys(('seed', 'min_steps', 'patience', 'max_validations', 'num_threads'), (lambda v: _whole(v) and v >= 0, 'must be a whole number >= 0')),
+    **dict.fromkeys(('learning_rate', 'weight_decay', 'warmup_epochs'), (lambda v: _number(v) and v >= 0, 'must be a number >= 0')),
+    **dict.fromkeys(('momentum', 'label_smoothing', 'validation_fraction'), (lambda v: _number(v) and 0 <= v < 1, 'must be in [0, 1)')),
+    'crop_pct': (lambda v: _number(v) and 0 < v <= 1, 'must be in (0, 1]'),
+    **{k: (lambda v, names=names: v in names, f'must be one of {", ".join(names)}') for k, names in CHOICES.items()},
+    **dict.fromkeys(('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'), (lambda v: isinstance(v, str) and v != '', 'must be a name')),
+}
+
+def setting_problem(name: str, value) -> str | None:
+    "What is wrong with `value` for the setting `name` (e.g. 'must be at least 1'), or None when its rule holds."
+    test, words = RULES.get(name, (lambda v: True, ''))
+    return None if test(value) else words
+
+# %% ../nbs/00_core.ipynb #st_05
+@dataclass
+class Settings:
+    "Every setting of one training run, documented field by field: the command line's training flags and the training job's parameters."
+    model: str = 'resnet18'                # architecture: alexnet or resnet18
+    subset_size: float = 1.0               # fraction of each training class to train on, in (0, 1]
+    seed: int = 0                          # seed of the subset, the initialisation and the batch order
+    dataset: str = ''                      # Hub id, or a local folder (parquet shards, an ImageFolder, save_to_disk output); 'sample' or empty: the sample shipped with minisweep
+    train_split: str = 'train'             # the dataset's name of its training split
+    validation_split: str = 'validation'   # the dataset's name of its validation split
+    test_split: str = 'test'               # the dataset's name of its test split (evaluation reads it)
+    image_column: str = 'image'            # the column of the images
+    label_column: str = 'label'            # the column of the labels (a ClassLabel)
+    validation_fraction: float = 0.0       # > 0: the dataset has no validation split; hold out this share of each training class instead, the same for every run
+    image_size: int = 227                  # side of the square crop the model sees, in pixels
+    num_epochs: int = 90                   # epochs over the subset
+    min_steps: int = 0                     # at least this many optimizer steps: small subsets get more epochs instead of fewer updates; 0: off
+    learning_rate: float = 0.0             # peak learning rate; 0: the model's default, scaled linearly with batch_size / 128
+    batch_size: int = 128                  # images per optimizer step
+    momentum: float = 0.9                  # SGD momentum (Nesterov)
+    weight_decay: float = 5e-4             # L2 penalty on weights; never on BatchNorm parameters and biases
+    warmup_epochs: float = 1.0             # epochs of linear learning-rate warm-up before the cosine decay
+    label_smoothing: float = 0.1           # label smoothing of the training loss
+    select_on: str = 'val_top5_error'      # metric that picks best.pt: val_top5_error, val_top1_error or val_loss (the seed's)
+    patience: int = 0                      # stop after this many validations without improvement of select_on; 0: never (the seed used 5 epochs)
+    max_validations: int = 20              # validate at most this many times, evenly spaced, always after the last epoch; 0: every epoch
+    crop_pct: float = 0.875                # crop side / stored side: images are stored at image_size / crop_pct
+    device: str = 'auto'                   # auto, cpu, cuda or cuda:N
+    bf16: bool = True                      # bf16 autocast (CUDA, or a CPU with bf16 units); off: float32
+    channels_last: bool = True             # channels-last memory format on CUDA (it does not help on CPU)
+    compile: bool = False                  # torch.compile the model with static shapes
+    cache_on_device: bool = True           # keep the decoded split on the GPU when it fits
+    eval_batch_size: int = 256             # images per evaluation batch
+    num_threads: int = 0                   # CPU threads for torch; 0: every core
+    progress: bool = True                  # progress bar per epoch, when stderr is a terminal
+    tensorboard: bool = False              # TensorBoard scalars at each validation, in <out_dir>/tensorboard (pip install 'minisweep[tensorboard]')
+    out_dir: str = ''                      # the run directory; empty: a new temporary folder
+
+    # knobs that change neither the numbers nor the meaning of a run: a run may resume under other values of these
+    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard')
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "A config from a dict (a saved one), ignoring unknown keys."
+        names = {f.name for f in fields(cls)}
+        d = {'max_validations': 0, **d}       # a config saved before the validation budget existed validated every epoch
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def check(self):
+        "Raise a one-line `UserError` for any value that cannot work on its own: each field's rule, the fraction, TensorBoard."
+        check_fraction(self.subset_size)
+        for name, value in asdict(self).items():
+            if problem := setting_problem(name, value): raise UserError(f'{name} {problem}, got {value!r}')
+        if self.tensorboard and importlib.util.find_spec('tensorboard') is None:
+            raise UserError("tensorboard is not installed: pip install 'minisweep[tensorboard]' (or pip install tensorboard), or drop --tensorboard")
+        return self
+
+    def identity(self) -> dict:
+        "The fields that define the run's results (everything except the runtime knobs)."
+        ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= self.num_epochs):
+            del ident['max_validations']      # every epoch validated: the same run as before the budget existed
+        for k, v in LAYOUT.items():
+            if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named
+        return ident
+
+    def layout(self) -> dict:
+        "How the run's dataset names its splits and columns: `load_splits`'s keyword arguments."
+        return {k: getattr(self, k) for k in LAYOUT}

@@ -19,103 +19,16 @@ from .data import Batches, decoded_split, load_splits, sample_dataset, stored_si
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['SELECT_ON', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'TrainConfig', 'resolve_device', 'param_groups',
-           'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
-           'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
-           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'check_select_on', 'open_splits', 'prepare_data',
-           'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars', 'train_run',
-           'run_summary']
+__all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'resolve_device', 'TrainConfig', 'param_groups', 'lr_factor',
+           'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported',
+           'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save', 'CorruptCheckpoint',
+           'load_checkpoint', 'TrainingDiverged', 'check_select_on', 'open_splits', 'prepare_data', 'training_memory',
+           'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars', 'resume_run', 'train_one_epoch',
+           'record_validation', 'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
 
 # %% ../nbs/02_train.ipynb #c006
-SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')
-
-@dataclass
-class TrainConfig:
-    "Everything that defines one training run; the parameters cell of this notebook lists the same names."
-    model: str = 'resnet18'
-    subset_size: float = 1.0
-    seed: int = 0
-    dataset: str = ''
-    train_split: str = 'train'
-    validation_split: str = 'validation'
-    test_split: str = 'test'
-    image_column: str = 'image'
-    label_column: str = 'label'
-    validation_fraction: float = 0.0
-    image_size: int = 227
-    num_epochs: int = 90
-    min_steps: int = 0
-    learning_rate: float = 0.0
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    select_on: str = 'val_top5_error'
-    patience: int = 0
-    max_validations: int = 20
-    crop_pct: float = 0.875
-    device: str = 'auto'
-    bf16: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    cache_on_device: bool = True
-    eval_batch_size: int = 256
-    num_threads: int = 0
-    progress: bool = True
-    tensorboard: bool = False
-    out_dir: str = ''
-
-    # knobs that change neither the numbers nor the meaning of a run: a run may resume under other values of these
-    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard')
-
-    @classmethod
-    def from_dict(cls, d: dict) -> 'TrainConfig':
-        "A config from a dict (a saved one), ignoring unknown keys."
-        names = {f.name for f in fields(cls)}
-        d = {'max_validations': 0, **d}       # a config saved before the validation budget existed validated every epoch
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def check(self) -> 'TrainConfig':
-        "Raise a one-line `UserError` for any value that cannot work."
-        model_spec(self.model); check_image_size(self.model, self.image_size); check_fraction(self.subset_size)
-        for name in ('num_epochs', 'batch_size', 'eval_batch_size'):
-            if int(getattr(self, name)) < 1: raise UserError(f'{name} must be at least 1, got {getattr(self, name)}')
-        for name in ('learning_rate', 'weight_decay', 'warmup_epochs', 'min_steps', 'patience', 'num_threads', 'label_smoothing'):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0): raise UserError(f'{name} must be a number >= 0, got {v}')
-        if int(self.seed) < 0: raise UserError(f'seed must be >= 0, got {self.seed}')
-        if not 0 <= self.momentum < 1: raise UserError(f'momentum must be in [0, 1), got {self.momentum}')
-        if self.label_smoothing >= 1: raise UserError(f'label_smoothing must be below 1, got {self.label_smoothing}')
-        if not 0 < self.crop_pct <= 1: raise UserError(f'crop_pct must be in (0, 1], got {self.crop_pct}')
-        if not isinstance(self.max_validations, int) or self.max_validations < 0:
-            raise UserError(f'max_validations must be a whole number >= 0 (0: every epoch), got {self.max_validations}')
-        if self.select_on not in SELECT_ON: raise UserError(f'select_on must be one of {", ".join(SELECT_ON)}, got {self.select_on!r}')
-        for name in ('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name): raise UserError(f'{name} must be a name, got {getattr(self, name)!r}')
-        if not 0 <= self.validation_fraction < 1: raise UserError(f'validation_fraction must be in [0, 1), got {self.validation_fraction}')
-        if self.tensorboard and importlib.util.find_spec('tensorboard') is None:
-            raise UserError("tensorboard is not installed: pip install 'minisweep[tensorboard]' (or pip install tensorboard), or drop --tensorboard")
-        resolve_device(self.device)
-        return self
-
-    @property
-    def lr(self) -> float:
-        "The peak learning rate: the given one, or the model's default for this batch size."
-        return self.learning_rate or default_lr(self.model, self.batch_size)
-
-    def identity(self) -> dict:
-        "The fields that define the run's results (everything except the runtime knobs)."
-        ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
-        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= self.num_epochs):
-            del ident['max_validations']      # every epoch validated: the same run as before the budget existed
-        for k, v in LAYOUT.items():
-            if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named
-        return ident
-
-    def layout(self) -> dict:
-        "How the run's dataset names its splits and columns: `load_splits`'s keyword arguments."
-        return {k: getattr(self, k) for k in LAYOUT}
+from .core import SELECT_ON, Settings      # the fields, documented, in the torch-free core: the command line reads them
+_all_ = ['SELECT_ON']                               # still a name of this module, as before
 
 def resolve_device(device: str = 'auto') -> torch.device:
     "`auto` -> cuda when there is a GPU, else cpu; a `UserError` for a device that is not there."
@@ -125,6 +38,20 @@ def resolve_device(device: str = 'auto') -> torch.device:
     if d.type == 'cuda' and not torch.cuda.is_available(): raise UserError(f'device {device} asked for, but no CUDA GPU is visible')
     if d.type not in ('cpu', 'cuda'): raise UserError(f'device {device} is not supported: use cpu or cuda')
     return d
+
+@dataclass
+class TrainConfig(Settings):
+    "Everything that defines one training run: the core's `Settings`, checked against the models and the machine."
+    def check(self) -> 'TrainConfig':
+        "Raise a one-line `UserError` for any value that cannot work: each field's rule, the model, its image size, the device."
+        model_spec(self.model); check_image_size(self.model, self.image_size)
+        super().check(); resolve_device(self.device)
+        return self
+
+    @property
+    def lr(self) -> float:
+        "The peak learning rate: the given one, or the model's default for this batch size."
+        return self.learning_rate or default_lr(self.model, self.batch_size)
 
 # %% ../nbs/02_train.ipynb #c009
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -391,6 +318,78 @@ def _best_checkpoint(model, cfg, epoch, row, data) -> dict:
     return dict(format=CKPT_FORMAT, model=model.state_dict(), config=asdict(cfg), epoch=epoch, val=row,
                 classes=data['classes'], n_train=data['n_train'])
 
+def resume_run(run_dir: Path, cfg: TrainConfig, model: nn.Module, opt, sched, data: dict) -> dict:
+    "The run's state after its last validation, from `last.pt` (weights, optimizer, scheduler, random generators), or a fresh one."
+    state = dict(epoch=0, best=math.inf, best_epoch=0, bad_validations=0, train_seconds=0.0)
+    last = run_dir / 'last.pt'
+    if last.exists():
+        try:
+            ck = load_checkpoint(last, keys=RESUME_KEYS)
+            _check_same_run(run_dir, ck['config'], cfg)
+            model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+            state = ck['state']; _set_rng_state(ck['rng'])
+            state.setdefault('bad_validations', state.pop('bad_epochs', 0))   # a last.pt from before the budget
+        except CorruptCheckpoint as e:
+            warnings.warn(f'{e}: starting the run again from scratch')
+            state['epoch'] = 0
+    rows = [r for r in read_log(run_dir) if r['epoch'] <= state['epoch']]
+    atomic_write(run_dir / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
+    if state['epoch'] and state['best_epoch'] == state['epoch']:
+        # killed between last.pt and best.pt: the best model is the one last.pt holds
+        try: best_epoch = load_checkpoint(run_dir / 'best.pt')['epoch']
+        except (FileNotFoundError, CorruptCheckpoint): best_epoch = None
+        if best_epoch != state['epoch']:
+            atomic_save(_best_checkpoint(model, cfg, state['epoch'], rows[-1], data), run_dir / 'best.pt')
+    return state
+
+# %% ../nbs/02_train.ipynb #st_12
+def train_one_epoch(model: nn.Module, crit, opt, sched, data: dict, device: torch.device, cfg: TrainConfig, epoch: int, length: dict) -> dict:
+    "Train one epoch of the run: its learning rate, training loss and top-1 error, images and seconds; `TrainingDiverged` on a NaN loss."
+    t0 = time.perf_counter()
+    data['train'].set_epoch(cfg.seed, epoch)
+    lr = opt.param_groups[0]['lr']
+    with tqdm(total=length['steps_per_epoch'] * cfg.batch_size, desc=f'{cfg.model} {cfg.subset_size:g} epoch {epoch}/{length["epochs"]}',
+              unit='img', disable=None if cfg.progress else True, leave=False) as bar:
+        train_loss, train_err, seen = _epoch(model, data['train'], opt, sched, crit, device, cfg.bf16, bar)
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f'the training loss became {train_loss} in epoch {epoch}: the learning rate '
+                               f'({cfg.lr:g}) is the usual cause; try a smaller learning_rate')
+    return dict(lr=lr, train_loss=train_loss, train_top1_error=train_err, seen=seen, seconds=time.perf_counter() - t0)
+
+# %% ../nbs/02_train.ipynb #st_15
+def record_validation(run_dir: Path, cfg: TrainConfig, state: dict, row: dict, model: nn.Module, opt, sched, device: torch.device,
+                      data: dict, writer=None) -> bool:
+    "Log a validation's `row`, then save `last.pt`, and `best.pt` when `row` improved on `select_on`; True when it improved."
+    state['train_seconds'] += row['seconds']
+    score = row[cfg.select_on]
+    improved = score < state['best']
+    if improved: state.update(best=score, best_epoch=row['epoch'], bad_validations=0)
+    else: state['bad_validations'] += 1
+    state['epoch'] = row['epoch']
+    _append_log(run_dir, row)
+    if writer: log_scalars(writer, row)
+    atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                     state=dict(state), rng=_rng_state(device), config=asdict(cfg), epoch=row['epoch'],
+                     classes=data['classes'], n_train=data['n_train']), run_dir / 'last.pt')
+    if improved: atomic_save(_best_checkpoint(model, cfg, row['epoch'], row, data), run_dir / 'best.pt')
+    return improved
+
+# %% ../nbs/02_train.ipynb #st_18
+def finish_run(run_dir: Path, cfg: TrainConfig, state: dict, length: dict, data: dict, device: torch.device) -> dict:
+    "The run's metrics, from its log and state, written last and atomically to `metrics.json`: the mark of a complete run."
+    log = read_log(run_dir)
+    best = next(r for r in log if r['epoch'] == state['best_epoch'])
+    metrics = dict(status='done', model=cfg.model, subset_size=cfg.subset_size, seed=cfg.seed, n_train=data['n_train'],
+                   num_classes=len(data['classes']), epochs_run=state['epoch'], planned_epochs=length['epochs'],
+                   stopped_early=state['epoch'] < length['epochs'], best_epoch=state['best_epoch'],
+                   val_loss=best['val_loss'], val_top1_error=best['val_top1_error'], val_top5_error=best['val_top5_error'],
+                   validations=len(log), train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
+                   device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
+    atomic_write(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
+    return metrics
+
+# %% ../nbs/02_train.ipynb #st_21
 def train_run(cfg: TrainConfig) -> dict:
     "Train (or resume, or skip when complete) the run of `cfg` in `cfg.out_dir`; returns its metrics."
     cfg.check()
@@ -414,27 +413,7 @@ def train_run(cfg: TrainConfig) -> dict:
     if data['train'].channels_last: model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, cfg, length['total_steps'], length['warmup_steps'], device)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    state = dict(epoch=0, best=math.inf, best_epoch=0, bad_validations=0, train_seconds=0.0)
-
-    last = run_dir / 'last.pt'
-    if last.exists():
-        try:
-            ck = load_checkpoint(last, keys=RESUME_KEYS)
-            _check_same_run(run_dir, ck['config'], cfg)
-            model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-            state = ck['state']; _set_rng_state(ck['rng'])
-            state.setdefault('bad_validations', state.pop('bad_epochs', 0))   # a last.pt from before the budget
-        except CorruptCheckpoint as e:
-            warnings.warn(f'{e}: starting the run again from scratch')
-            state['epoch'] = 0
-    rows = [r for r in read_log(run_dir) if r['epoch'] <= state['epoch']]
-    atomic_write(run_dir / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
-    if state['epoch'] and state['best_epoch'] == state['epoch']:
-        # killed between last.pt and best.pt: the best model is the one last.pt holds
-        try: best_epoch = load_checkpoint(run_dir / 'best.pt')['epoch']
-        except (FileNotFoundError, CorruptCheckpoint): best_epoch = None
-        if best_epoch != state['epoch']:
-            atomic_save(_best_checkpoint(model, cfg, state['epoch'], rows[-1], data), run_dir / 'best.pt')
+    state = resume_run(run_dir, cfg, model, opt, sched, data)
 
     step_model = compile_model(model) if cfg.compile else model
     writer = tensorboard_writer(cfg, run_dir, state['epoch'] * length['steps_per_epoch'])
@@ -442,52 +421,23 @@ def train_run(cfg: TrainConfig) -> dict:
     since = dict(seconds=0.0, train_seconds=0.0, seen=0)          # since the last validation
     for epoch in range(state['epoch'] + 1, length['epochs'] + 1):
         t0 = time.perf_counter()
-        data['train'].set_epoch(cfg.seed, epoch)
-        lr = opt.param_groups[0]['lr']
-        with tqdm(total=length['steps_per_epoch'] * cfg.batch_size, desc=f'{cfg.model} {cfg.subset_size:g} epoch {epoch}/{length["epochs"]}',
-                  unit='img', disable=None if cfg.progress else True, leave=False) as bar:
-            train_loss, train_err, seen = _epoch(step_model, data['train'], opt, sched, crit, device, cfg.bf16, bar)
-        if device.type == 'cuda': torch.cuda.synchronize(device)
-        t_train = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f'the training loss became {train_loss} in epoch {epoch}: the learning rate '
-                                   f'({cfg.lr:g}) is the usual cause; try a smaller learning_rate')
-        since.update(train_seconds=since['train_seconds'] + t_train, seen=since['seen'] + seen)
+        ep = train_one_epoch(step_model, crit, opt, sched, data, device, cfg, epoch, length)
+        since.update(train_seconds=since['train_seconds'] + ep['seconds'], seen=since['seen'] + ep['seen'])
         if epoch not in validate_after:
             since['seconds'] += time.perf_counter() - t0; continue
         t_val = time.perf_counter()
         val = split_metrics(*predict(step_model, data['val'], cfg.bf16))
         t_end = time.perf_counter()
-        row = dict(epoch=epoch, step=epoch * length['steps_per_epoch'], lr=lr, train_loss=train_loss, train_top1_error=train_err,
-                   val_loss=val['loss'], val_top1_error=val['top1_error'], val_top5_error=val['top5_error'],
-                   seconds=since['seconds'] + t_end - t0, val_seconds=t_end - t_val,
+        row = dict(epoch=epoch, step=epoch * length['steps_per_epoch'], lr=ep['lr'], train_loss=ep['train_loss'],
+                   train_top1_error=ep['train_top1_error'], val_loss=val['loss'], val_top1_error=val['top1_error'],
+                   val_top5_error=val['top5_error'], seconds=since['seconds'] + t_end - t0, val_seconds=t_end - t_val,
                    images_per_second=since['seen'] / since['train_seconds'])
         since = dict(seconds=0.0, train_seconds=0.0, seen=0)
-        state['train_seconds'] += row['seconds']
-        score = row[cfg.select_on]
-        improved = score < state['best']
-        if improved: state.update(best=score, best_epoch=epoch, bad_validations=0)
-        else: state['bad_validations'] += 1
-        state['epoch'] = epoch
-        _append_log(run_dir, row)
-        if writer: log_scalars(writer, row)
-        atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                         state=dict(state), rng=_rng_state(device), config=asdict(cfg), epoch=epoch,
-                         classes=data['classes'], n_train=data['n_train']), last)
-        if improved: atomic_save(_best_checkpoint(model, cfg, epoch, row, data), run_dir / 'best.pt')
+        record_validation(run_dir, cfg, state, row, model, opt, sched, device, data, writer)
         if cfg.patience and state['bad_validations'] >= cfg.patience: break
 
     if writer: writer.close()
-    log = read_log(run_dir)
-    best = next(r for r in log if r['epoch'] == state['best_epoch'])
-    metrics = dict(status='done', model=cfg.model, subset_size=cfg.subset_size, seed=cfg.seed, n_train=data['n_train'],
-                   num_classes=len(data['classes']), epochs_run=state['epoch'], planned_epochs=length['epochs'],
-                   stopped_early=state['epoch'] < length['epochs'], best_epoch=state['best_epoch'],
-                   val_loss=best['val_loss'], val_top1_error=best['val_top1_error'], val_top5_error=best['val_top5_error'],
-                   validations=len(log), train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
-                   device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
-    atomic_write(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
-    return metrics
+    return finish_run(run_dir, cfg, state, length, data, device)
 
 # %% ../nbs/02_train.ipynb #u04
 def run_summary(metrics: dict) -> str:
