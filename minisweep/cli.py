@@ -33,11 +33,13 @@ def _setting_type(name: str, anno: str):
         return v
     return convert
 
+# %% ../nbs/06_cli.ipynb #sp01
 @functools.cache
 def _setting_docs() -> dict:
     "Each setting's type, default and docment (read once: it parses the source)."
     return docments(Settings, full=True)
 
+# %% ../nbs/06_cli.ipynb #sp02
 def setting_flags(p, names):
     "Add to `p` one flag per field of `Settings` of `names`: --field-name, with the field's type, default and docment."
     docs = _setting_docs()
@@ -48,17 +50,20 @@ def setting_flags(p, names):
         elif name in CHOICES: p.add_argument(flag, default=default, choices=CHOICES[name], help=f'{doc} (default %(default)s)')
         else: p.add_argument(flag, type=_setting_type(name, anno), default=default, help=f'{doc} (default %(default)s)')
 
+# %% ../nbs/06_cli.ipynb #sp03
 def _dataset_flags(p: argparse.ArgumentParser):
     "--dataset, and a flag per field of `LAYOUT` (how the dataset names its splits and columns)."
     g = p.add_argument_group('dataset')
     g.add_argument('--dataset', default=DEFAULT_DATASET, help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; sample (or ''): the 10-class sample shipped with minisweep (default %(default)s)")
     setting_flags(g, LAYOUT)
 
+# %% ../nbs/06_cli.ipynb #sp04
 def _train_flags(p: argparse.ArgumentParser, command: str):
     "Every setting as a flag, but those `command` writes by hand: the recipe under 'training', then the dataset's."
     setting_flags(p.add_argument_group('training'), [f.name for f in fields(Settings) if f.name not in HAND_WRITTEN[command] and f.name not in LAYOUT])
     _dataset_flags(p)
 
+# %% ../nbs/06_cli.ipynb #sp05
 def _train_settings(a) -> dict:
     "The `TrainConfig` fields that the flags of a `sweep` or `train` command line set."
     return {f.name: getattr(a, f.name) for f in fields(Settings) if f.name not in HAND_WRITTEN[a.command]} | dict(dataset=a.dataset)
@@ -69,16 +74,19 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f'{self.prog}: error: {message}\n')
 
+# %% ../nbs/06_cli.ipynb #sp06
 def _fraction(s: str) -> float:
     try: return check_fraction(s)
     except UserError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
+# %% ../nbs/06_cli.ipynb #sp07
 def _rate(s: str) -> float:
     try: v = float(s)
     except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a learning rate') from None
     if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f'learning rate {s} must be a number > 0')
     return v
 
+# %% ../nbs/06_cli.ipynb #sp08
 def _lr_item(s: str):
     "One item of --learning-rates: a rate for every model, or (model, rates) from MODEL=RATE,RATE,..."
     if '=' not in s: return _rate(s)
@@ -86,6 +94,7 @@ def _lr_item(s: str):
     if not model.strip() or not rates.strip(): raise argparse.ArgumentTypeError(f'{s!r}: write MODEL=RATE,RATE,... (e.g. resnet18=0.1,0.2,0.4)')
     return model.strip(), [_rate(r) for r in rates.split(',')]
 
+# %% ../nbs/06_cli.ipynb #sp09
 def _learning_rate_grid(items: list | None):
     "The parsed --learning-rates as `Sweep` takes them: None, a list of rates for every model, or {model: rates}."
     if not items: return None
@@ -99,6 +108,7 @@ def _learning_rate_grid(items: list | None):
         grid[model] = rates
     return grid
 
+# %% ../nbs/06_cli.ipynb #sp10
 def make_parser() -> Parser:
     "The `minisweep` argument parser."
     p = Parser(prog='minisweep', description='Learning curves: how much does more data buy a model?')
@@ -165,10 +175,12 @@ def make_parser() -> Parser:
 # %% ../nbs/06_cli.ipynb #c008
 def _timestamp() -> str: return dt.datetime.now().strftime('%Y%m%d-%H%M%S')
 
+# %% ../nbs/06_cli.ipynb #sp11
 def _figures(flag: str | None) -> str | None:
     "--figures as `run_sweep` takes it: None -> the sweep's own figures/, '' -> none, a path -> from the working directory."
     return 'figures' if flag is None else str(Path(flag).expanduser().absolute()) if flag else None
 
+# %% ../nbs/06_cli.ipynb #sp12
 def cmd_sweep(a) -> int:
     from minisweep.data import fraction_grid
     from minisweep.sweep import Sweep, run_sweep
@@ -182,6 +194,7 @@ def cmd_sweep(a) -> int:
     print(res.summary())
     return 0 if res.ok else 1
 
+# %% ../nbs/06_cli.ipynb #sp13
 def cmd_prepare(a) -> int:
     from minisweep.sweep import fmt_secs, prepare_caches
     from minisweep.train import TrainConfig
@@ -192,6 +205,7 @@ def cmd_prepare(a) -> int:
     print(f'{len(caches)} splits ready: a sweep or run on this dataset with --image-size {a.image_size} reuses them')
     return 0
 
+# %% ../nbs/06_cli.ipynb #sp14
 def cmd_train(a) -> int:
     from minisweep.train import TrainConfig, TrainingDiverged, open_splits, train_run
     base = Path(a.checkpoint_dir) / a.model / _timestamp()
@@ -210,6 +224,7 @@ def cmd_train(a) -> int:
     print(f'runs in {base}')
     return 1 if failed else 0
 
+# %% ../nbs/06_cli.ipynb #sp15
 def cmd_eval(a) -> int:
     from minisweep.evaluate import evaluate_runs
     from minisweep.train import resolve_device
@@ -222,6 +237,7 @@ def cmd_eval(a) -> int:
     print(f"results: {Path(a.checkpoint_dir) / 'results.json'}")
     return 0
 
+# %% ../nbs/06_cli.ipynb #sp16
 def cmd_curves(a) -> int:
     from minisweep.curves import edge_notes, load_results, make_curves, plot_training_curves
     df = load_results(a.results)
@@ -235,6 +251,7 @@ def cmd_curves(a) -> int:
 DEMO = dict(models=['alexnet', 'resnet18'], subset_sizes=[1, 0.5, 0.25, 0.125], seeds=[0, 1],
             train=dict(dataset='', image_size=64, num_epochs=8, batch_size=32))
 
+# %% ../nbs/06_cli.ipynb #sp17
 def cmd_demo(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     sweep = Sweep(DEMO['models'], DEMO['subset_sizes'], DEMO['seeds'], out=a.out, train=dict(DEMO['train'], device=a.device))
@@ -244,6 +261,7 @@ def cmd_demo(a) -> int:
 
 COMMANDS = dict(sweep=cmd_sweep, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, curves=cmd_curves, demo=cmd_demo)
 
+# %% ../nbs/06_cli.ipynb #sp18
 def main(argv=None) -> int:
     "Entry point of the `minisweep` console script."
     a = make_parser().parse_args(argv)

@@ -39,6 +39,7 @@ def file_mode() -> int:
     mask = os.umask(0); os.umask(mask)
     return 0o666 & ~mask
 
+# %% ../nbs/00_core.ipynb #sp01
 def atomic_write(path: Path,  # the file to write
                  content,     # str, bytes, or a function that writes into the open binary file
                 ) -> Path:
@@ -136,6 +137,8 @@ SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')   # the metrics a r
 CHOICES = dict(select_on=SELECT_ON)                            # settings that take one of a few names
 
 def _whole(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+# %% ../nbs/00_core.ipynb #sp02
 def _number(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 RULES = {   # setting: (test of a value, what a good value is); a setting not named here takes any value of its type
@@ -148,6 +151,7 @@ RULES = {   # setting: (test of a value, what a good value is); a setting not na
     **dict.fromkeys(('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'), (lambda v: isinstance(v, str) and v != '', 'must be a name')),
 }
 
+# %% ../nbs/00_core.ipynb #sp03
 def setting_problem(name: str, value) -> str | None:
     "What is wrong with `value` for the setting `name` (e.g. 'must be at least 1'), or None when its rule holds."
     test, words = RULES.get(name, (lambda v: True, ''))

@@ -162,6 +162,7 @@ _BOUNDS = {  # parameter at a bound: (short label for a legend, what it means)
     'b=min': (f'b = {_B_MIN:g}', f'the exponent b is {_B_MIN:g}, the lower end of its range: the data do not determine it'),
     'b=max': (f'b = {_B_MAX:g}', f'the exponent b is {_B_MAX:g}, the upper end of its range: the data do not determine it')}
 
+# %% ../nbs/04_curves.ipynb #sp01
 def _profile(n, err, b):
     "Best (sse, c, a) of err ~ c + a*n**-b for each exponent in `b`, with 0 <= c < min(err), a >= 0, in closed form."
     x = n[None, :] ** -np.atleast_1d(np.asarray(b, float))[:, None]
@@ -182,6 +183,7 @@ def _profile(n, err, b):
     i = np.arange(len(k))
     return sse[i, k], C[i, k], A[i, k]
 
+# %% ../nbs/04_curves.ipynb #sp02
 def _fit_once(n, err):
     "(c, a, b, sse) of the least-squares power law; `n` already scaled to about 1."
     grid = np.geomspace(_B_MIN, _B_MAX, 200)
@@ -270,21 +272,25 @@ _METRIC_NAMES = {'top5_error': 'top-5 error', 'top1_error': 'top-1 error', 'val_
 
 def _metric_name(metric): return _METRIC_NAMES.get(metric, metric.replace('_', ' '))
 
+# %% ../nbs/04_curves.ipynb #sp03
 def _n_format(v, _=None):
     "Tick label of a training-set size: 800, 5k, 1.2M."
     if v >= 1e6: return f'{v / 1e6:g}M'
     return f'{v / 1e3:g}k' if v >= 1e3 else f'{v:g}'
 
+# %% ../nbs/04_curves.ipynb #sp04
 def _split_of(d):
     "The split the errors of `d` were measured on ('' when not recorded, or several)."
     s = pd.unique(d.split.dropna()) if 'split' in d else []
     return str(s[0]) if len(s) == 1 else ''
 
+# %% ../nbs/04_curves.ipynb #sp05
 def _measured_name(d, metric):
     "The metric's name with its split: 'test top-5 error'."
     split = _split_of(d)
     return f'{split} {_metric_name(metric)}' if split and metric in ('top1_error', 'top5_error') else _metric_name(metric)
 
+# %% ../nbs/04_curves.ipynb #sp06
 def _y_range(ax, *values, pad=0.08):
     "Set the y limits of `ax` to span every finite value (chance line included), with a margin, within [0, 1]."
     v = np.concatenate([np.ravel(np.asarray(x, float)) for x in values])
@@ -293,6 +299,7 @@ def _y_range(ax, *values, pad=0.08):
     margin = max(0.02, pad * (hi - lo))
     ax.set_ylim(max(0.0, lo - margin), min(1.0, hi + margin))
 
+# %% ../nbs/04_curves.ipynb #sp07
 def plot_curve(
     df: pd.DataFrame, # rows of `load_results`
     model: str, # the model whose runs to draw
@@ -363,7 +370,6 @@ def plot_curve(
     ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5, frameon=False)
     return fit
 
-
 # %% ../nbs/04_curves.ipynb #c036
 def tuning_table(
     df: pd.DataFrame, # rows of `load_results`
@@ -382,14 +388,17 @@ def tuning_table(
     order = {m: i for i, m in enumerate(pd.unique(df.model))}
     return t.sort_values(['model', 'n_train'], key=lambda s: s.map(order) if s.name == 'model' else s, ignore_index=True)
 
+# %% ../nbs/04_curves.ipynb #sp08
 def edge_notes(df: pd.DataFrame) -> list:
     "One sentence per (model, size) whose selected learning rate is the smallest or largest of its grid."
     return [f'{r.model} at {r.n_train:,} training images (subset {r.subset_size:g}): the selected learning rate {r.selected:g} '
             f'is the {r.edge} of its grid ({", ".join(f"{x:g}" for x in r.rates)}), so the best rate may lie '
             f'{"below" if r.edge == "smallest" else "above"} it: extend the grid' for r in tuning_table(df).itertuples() if r.edge]
 
+# %% ../nbs/04_curves.ipynb #sp09
 def _fmt(v, spec='.3f'): return '–' if not np.isfinite(v) else format(v, spec)
 
+# %% ../nbs/04_curves.ipynb #sp10
 def _tuning_markdown(dm):
     "The learning-rate table of one model for summary.md, with its edge notes ([] when it trained one rate per size)."
     t = tuning_table(dm)
@@ -406,10 +415,12 @@ def _tuning_markdown(dm):
     notes = edge_notes(dm)
     return lines + ([''] + [f'**Edge:** {n}.' for n in notes] if notes else [])
 
+# %% ../nbs/04_curves.ipynb #sp11
 def _size_color(k, n):
     "Color of the k-th of n subset sizes, small (light) to large (dark)."
     return colormaps['viridis'](0.85 - 0.8 * k / max(n - 1, 1))
 
+# %% ../nbs/04_curves.ipynb #sp12
 def plot_lr_sensitivity(
     df: pd.DataFrame, # rows of `load_results`
     model: str, # the model whose runs to draw
@@ -442,12 +453,14 @@ def plot_lr_sensitivity(
 # %% ../nbs/04_curves.ipynb #f10
 def _dataset_name(v): return 'the sample shipped with minisweep' if v == '' else str(v)
 
+# %% ../nbs/04_curves.ipynb #sp13
 def _span(values, unit):
     "'8 epochs', '8-32 epochs', '1 seed': the range of `values`, as integers."
     lo, hi = int(min(values)), int(max(values))
     if lo == hi == 1: unit = unit.removesuffix('s')
     return f'{lo:,} {unit}' if lo == hi else f'{lo:,}-{hi:,} {unit}'
 
+# %% ../nbs/04_curves.ipynb #sp14
 def context_note(
     df: pd.DataFrame, # rows of `load_results`
 ) -> str: # one line for a figure's title or a table's header
@@ -465,11 +478,11 @@ def context_note(
     parts.append(_span(d.groupby(['model', 'n_train']).seed.nunique(), 'seeds') + ' per size')
     return ' · '.join(parts)
 
+# %% ../nbs/04_curves.ipynb #sp15
 def _title(fig, note, width_in):
     "`note` as the figure's title, wrapped to its width."
     import textwrap
     fig.suptitle(textwrap.fill(note, width=int(width_in * 15)), fontsize=8.5, color='0.25')
-
 
 # %% ../nbs/04_curves.ipynb #c026
 _NO_DATE = dict(png={}, pdf={'CreationDate': None}, svg={'Date': None})   # the same results draw the same files
@@ -480,6 +493,7 @@ def _save_figure(fig, path, formats=('png', 'pdf')):
     return [atomic_write(path.with_suffix(f'.{fmt}'),
                          lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=fig.dpi, metadata=_NO_DATE[fmt])) for fmt in formats]
 
+# %% ../nbs/04_curves.ipynb #sp16
 def _fmt_mean_sd(m, s, n=np.nan):
     "mean ± sd over seeds (the mean alone for one seed), then the 95% binomial interval of an error `m` measured on `n` images."
     out = f'{m:.3f}' if np.isnan(s) else f'{m:.3f} ± {s:.3f}'
@@ -488,6 +502,7 @@ def _fmt_mean_sd(m, s, n=np.nan):
         out += f' [{lo:.2f}, {hi:.2f}]'
     return out
 
+# %% ../nbs/04_curves.ipynb #sp17
 def _fit_row(f, name, n_max):
     "A fit's row of summary.md's table, and the notes that say what it could not determine."
     factor, rule = extrapolation_limit(f)
@@ -504,6 +519,7 @@ def _fit_row(f, name, n_max):
     notes = [f'{name}: the spread of b and c is {f.spread}; more seeds or more sizes would give one'] if f.spread else []
     return row, notes + [f'{name}: {_BOUNDS[k][1]}' for k in f.at_bound]
 
+# %% ../nbs/04_curves.ipynb #sp18
 def _summary_markdown(df, fits):
     "summary.md: what the errors are, a table per model and size, then the fitted laws and what they could not determine."
     files = ', '.join(f'`{f}`' for f in pd.unique(df.results_file)) if 'results_file' in df else 'a DataFrame'
@@ -534,8 +550,10 @@ def _summary_markdown(df, fits):
         lines.append('')
     return '\n'.join(lines)
 
+# %% ../nbs/04_curves.ipynb #sp19
 def _file_name(model): return re.sub(r'[^A-Za-z0-9_.-]+', '_', model)
 
+# %% ../nbs/04_curves.ipynb #sp20
 def make_curves(
     results, # results.json/.csv path(s) (as `load_results` takes them) or a DataFrame of its rows
     out_dir='output', # folder for <model>_curve.png, curves.png and summary.md; created if missing
@@ -577,7 +595,6 @@ def make_curves(
     written.append(atomic_write(out / 'summary.md', md))
     return written
 
-
 # %% ../nbs/04_curves.ipynb #c031
 def _read_log(run_path):
     "Epoch rows of one run's log.jsonl (`read_log`) as a DataFrame, or a UserError naming the file."
@@ -588,6 +605,7 @@ def _read_log(run_path):
         raise UserError(f'{path}: needs epoch and val_top5_error on every line')
     return log
 
+# %% ../nbs/04_curves.ipynb #sp21
 def plot_training_curves(
     results_or_df, # results.json/.csv path(s) or a DataFrame of `load_results`
     out_path=None, # write the figure here as PNG, and beside it as PDF (atomically); None: only return it

@@ -31,8 +31,10 @@ def sample_dataset() -> str:
     import minisweep
     return str(Path(minisweep.__file__).parent / 'sample')
 
+# %% ../nbs/00_data.ipynb #sp01
 def _is_hub_id(name: str) -> bool: return bool(re.fullmatch(r'[\w.-]+/[\w.-]+', name)) and not name.startswith('.')
 
+# %% ../nbs/00_data.ipynb #sp02
 @dataclass
 class SplitData:
     "One split of a dataset: the `datasets.Dataset`, its labels as an array, the class names and where it came from."
@@ -44,6 +46,7 @@ class SplitData:
     def __len__(self): return len(self.labels)
     def __repr__(self): return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
 
+# %% ../nbs/00_data.ipynb #sp03
 def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a local folder: parquet shards, an ImageFolder or `save_to_disk` output; or `sample`
                 splits=SPLITS,                   # the splits to open, by role: train, validation, test
                 train_split: str = 'train',      # the dataset's name of its training split
@@ -69,6 +72,7 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a local folder: parqu
     if carve: out['train'], out['validation'] = carve_validation(out['train'], validation_fraction)
     return {r: out[r] for r in splits}
 
+# %% ../nbs/00_data.ipynb #sp04
 def _open_dataset(dataset: str):
     "The `DatasetDict` of a Hub id, a folder `load_dataset` reads, or a folder `save_to_disk` wrote."
     import datasets
@@ -91,6 +95,7 @@ def _open_dataset(dataset: str):
 
 _FLAG = dict(train='--train-split', validation='--validation-split', test='--test-split')
 
+# %% ../nbs/00_data.ipynb #sp05
 def _split_data(dd, split: str, role: str, dataset: str, image_column: str, label_column: str) -> SplitData:
     "Split `split` of `dd`, checked, its columns renamed `image` and `label`."
     import datasets
@@ -117,6 +122,7 @@ def _split_data(dd, split: str, role: str, dataset: str, image_column: str, labe
                                        f'add its images or remove it from the class list')
     return SplitData(ds, labels, list(feat.names), dataset, split)
 
+# %% ../nbs/00_data.ipynb #sp06
 def _check_parquet_files(path: Path, dataset: str):
     "Name the split of an empty parquet file (no bytes, or no rows) in one line, before `datasets` fails on it."
     import pyarrow.parquet as pq
@@ -136,6 +142,7 @@ def subset_counts(labels: np.ndarray, fraction: float) -> np.ndarray:
     n_c = np.bincount(np.asarray(labels))
     return np.where(n_c > 0, np.maximum(1, np.floor(f * n_c + 0.5)), 0).astype(np.int64)
 
+# %% ../nbs/00_data.ipynb #sp07
 def subset_indices(labels: np.ndarray,  # label of every training image
                    fraction: float,     # share of each class to keep, in (0, 1]
                    seed: int = 0,       # one random order per class and seed: subsets of one seed are nested
@@ -184,16 +191,19 @@ def stored_size(image_size: int, crop_pct: float = 0.875) -> int:
     "Side of the square kept in the cache, from which crops of `image_size` are cut."
     return int(round(image_size / crop_pct))
 
+# %% ../nbs/00_data.ipynb #sp08
 def cache_dir() -> Path:
     "Folder of the decoded caches: `$MINISWEEP_CACHE`, else `~/.cache/minisweep`."
     return Path(os.environ.get('MINISWEEP_CACHE') or Path.home() / '.cache' / 'minisweep').expanduser()
 
+# %% ../nbs/00_data.ipynb #sp09
 def cache_key(split: SplitData, size: int) -> str:
     "Short hash naming the cache of `split` decoded at `size` pixels."
     ident = dict(v=CACHE_VERSION, dataset=str(split.dataset), split=split.split, n=len(split),
                  fingerprint=getattr(split.ds, '_fingerprint', ''), size=int(size))
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
+# %% ../nbs/00_data.ipynb #sp10
 def decode_image(data: bytes,  # encoded image (JPEG, PNG, ...)
                  size: int,    # side of the square result
                 ) -> np.ndarray:
@@ -217,6 +227,7 @@ def _init_worker(ds, path, n, size):
     _WORK.update(ds=ds.cast_column('image', datasets.Image(decode=False)), n=n, size=size,
                  out=np.lib.format.open_memmap(path, mode='r+'))
 
+# %% ../nbs/00_data.ipynb #sp11
 def _decode_range(start, stop, split_name):
     "Decode images [start, stop) of the worker's split into the shared memory-mapped array."
     ds, out, size = _WORK['ds'], _WORK['out'], _WORK['size']
@@ -230,11 +241,13 @@ def _decode_range(start, stop, split_name):
     out.flush()
     return stop - start
 
+# %% ../nbs/00_data.ipynb #sp12
 def _fsync_dir(path: Path):
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/00_data.ipynb #sp13
 def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool):
     n, tmp = len(split), path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(n, size, size, 3)).flush()
@@ -259,6 +272,7 @@ def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool
         bar.close(); _WORK.clear()
     return time.perf_counter() - t0
 
+# %% ../nbs/00_data.ipynb #sp14
 def _edge_crc(path: Path) -> int:
     "CRC32 of the first and last MiB of a file: a cheap check that it is the file that was written."
     size = path.stat().st_size
@@ -280,6 +294,7 @@ class ImageCache:
     def __repr__(self):
         return f'ImageCache({self.path.name}, {self.images.shape}, {"decoded" if self.decoded else "reused"})'
 
+# %% ../nbs/00_data.ipynb #sp15
 def _valid(path: Path, meta_path: Path) -> str:
     "'' when the cache at `path` matches its record, else what is wrong with it."
     if not meta_path.exists(): return 'no record'
@@ -293,11 +308,13 @@ def _valid(path: Path, meta_path: Path) -> str:
     except Exception as e: return f'unreadable ({type(e).__name__}: {e})'
     return ''
 
+# %% ../nbs/00_data.ipynb #sp16
 def _lock_file(path: Path):
     "The cache's lock file, opened without truncating it or following a symbolic link (a cache folder may be shared)."
     try: return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), 'r+')
     except OSError as e: raise UserError(f'cannot open the cache lock {path}: {e.strerror or e}') from None
 
+# %% ../nbs/00_data.ipynb #sp17
 def decoded_split(split: SplitData,          # the split to decode (from `load_splits`)
                   size: int,                 # side of the stored square, see `stored_size`
                   root: Path | None = None,  # cache folder; default `cache_dir()`
@@ -343,6 +360,7 @@ def device_images(images: np.ndarray,        # (N, S, S, 3) uint8 cache
     free, _ = torch.cuda.mem_get_info(device)
     return t.to(device) if images.nbytes <= max_device_fraction * free else t
 
+# %% ../nbs/00_data.ipynb #sp18
 @functools.lru_cache(maxsize=None)
 def norm_constants(device: torch.device) -> tuple:
     "The ImageNet mean and std in uint8 pixel units, (1, 3, 1, 1) float32 on `device`: built once per device."
@@ -350,6 +368,7 @@ def norm_constants(device: torch.device) -> tuple:
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255
     return mean.to(device), std.to(device)
 
+# %% ../nbs/00_data.ipynb #sp19
 def _gather_crops(xb, size, oy, ox, flip):
     "Every crop (and flip) of the batch `xb` in one gather; the offsets are already on `xb`'s device."
     ar = torch.arange(size, device=xb.device)
@@ -357,6 +376,7 @@ def _gather_crops(xb, size, oy, ox, flip):
     cols = torch.where(flip[:, None], ox[:, None] + ar.flip(0), ox[:, None] + ar)
     return xb[torch.arange(xb.shape[0], device=xb.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
+# %% ../nbs/00_data.ipynb #sp20
 def crop_flip(xb: torch.Tensor,        # (B, S, S, 3) uint8 batch on the device
               size: int,               # side of the crop
               gen: torch.Generator | None = None,  # random source (CPU); None = centre crop, no flip
@@ -367,6 +387,7 @@ def crop_flip(xb: torch.Tensor,        # (B, S, S, 3) uint8 batch on the device
     oy, ox, flip = (t.to(xb.device, non_blocking=True) for t in _crop_offsets(B, S, size, gen))
     return _gather_crops(xb, size, oy, ox, flip)
 
+# %% ../nbs/00_data.ipynb #sp21
 def normalize(xb: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     "uint8 (B, H, W, 3) -> float32 (B, 3, H, W) normalised with the ImageNet mean and std."
     mean, std = norm_constants(xb.device)
@@ -383,6 +404,7 @@ def _crop_offsets(B: int, S: int, size: int, gen: torch.Generator | None):
     ox = torch.randint(0, S - size + 1, (B,), generator=gen)
     return oy, ox, torch.rand(B, generator=gen) < 0.5
 
+# %% ../nbs/00_data.ipynb #sp22
 def cpu_batch(images: torch.Tensor,       # (N, S, S, 3) uint8 cache on the CPU
               idx: torch.Tensor,          # indices of the batch's images
               size: int,                  # side of the crop
@@ -465,11 +487,13 @@ class Batches:
             x, y = self._batch(idx, gen)
             yield x, y, n
 
+# %% ../nbs/00_data.ipynb #sp23
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     "`t` on `device`; from the CPU to a GPU through pinned memory, without blocking the host."
     if t.device.type == 'cpu' and torch.device(device).type == 'cuda': return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
+# %% ../nbs/00_data.ipynb #sp24
 class _Staging:
     "Two pinned host buffers of one batch each: the host gathers a batch from the memory map while the last one crosses."
     def __init__(self, batch_size: int, shape: tuple, device: torch.device):
@@ -486,7 +510,6 @@ class _Staging:
         self.copied[k] = torch.cuda.Event(); self.copied[k].record()
         return xb
 
-
 # %% ../nbs/00_data.ipynb #c042
 def class_counts(splits: dict) -> 'pd.DataFrame':
     "Images per class (rows, by class name) and split (columns)."
@@ -494,6 +517,7 @@ def class_counts(splits: dict) -> 'pd.DataFrame':
     return pd.DataFrame({s: np.bincount(d.labels, minlength=len(d.classes)) for s, d in splits.items()},
                         index=next(iter(splits.values())).classes)
 
+# %% ../nbs/00_data.ipynb #sp25
 def image_sizes(split: SplitData, n: int = 500, seed: int = 0) -> 'pd.DataFrame':
     "Width, height and mode of `n` random images of `split`, read from the file headers (no decoding)."
     import datasets, pandas as pd
@@ -506,6 +530,7 @@ def image_sizes(split: SplitData, n: int = 500, seed: int = 0) -> 'pd.DataFrame'
         rows.append(dict(index=i, width=im.size[0], height=im.size[1], mode=im.mode))
     return pd.DataFrame(rows)
 
+# %% ../nbs/00_data.ipynb #sp26
 def show_samples(cache: ImageCache, n_classes: int = 8, per_class: int = 4, seed: int = 0):
     "A grid of decoded images: one column per class, labelled with the class name."
     import matplotlib.pyplot as plt

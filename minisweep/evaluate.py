@@ -64,6 +64,7 @@ class Evaluation:
         return (f'Evaluation({self.model}, epoch {self.epoch}, {self.split}: {self.n} images, top-1 error {self.top1_error:.4f}, '
                 f'top-5 error {self.top5_error:.4f}, loss {self.loss:.4f})')
 
+# %% ../nbs/03_eval.ipynb #sp01
 def confusion_matrix(y: torch.Tensor,     # true labels
                      pred: torch.Tensor,  # predicted labels
                      num_classes: int,    # C
@@ -71,6 +72,7 @@ def confusion_matrix(y: torch.Tensor,     # true labels
     "(C, C) counts of (true, predicted) pairs, from one `bincount`."
     return torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
+# %% ../nbs/03_eval.ipynb #sp02
 def evaluate_checkpoint(path,                   # a checkpoint, or a run folder (its best.pt)
                         split: str = 'test',    # the split to evaluate
                         dataset: str | None = None,  # dataset to take the split from; None: the one the run trained on
@@ -159,11 +161,13 @@ def run_evaluation(run_dir,                # a finished run folder
     except OSError as e: warnings.warn(f'cannot save the evaluation in {saved_at} ({e.strerror or e}): it will be computed again next time')
     return ev
 
+# %% ../nbs/03_eval.ipynb #sp03
 def _learning_rates(m: dict) -> tuple:
     "(peak learning rate, the model's default at the run's batch size) of a run's metrics, to 12 digits."
     cfg = TrainConfig.from_dict(m.get('config') or dict(model=m['model']))
     return float(f"{m.get('lr') or cfg.lr:.12g}"), float(f'{default_lr(cfg.model, cfg.batch_size):.12g}')
 
+# %% ../nbs/03_eval.ipynb #sp04
 def _unique_runs(runs: list) -> list:
     "(run folder, metrics) of each (model, subset_size, learning rate, seed), the last finished one when several share it."
     by_key = {}
@@ -179,6 +183,7 @@ def _unique_runs(runs: list) -> list:
         out.append(found[-1])
     return out
 
+# %% ../nbs/03_eval.ipynb #sp05
 def evaluate_runs(root,                   # a sweep folder, a seed-project checkpoint folder, or one run folder
                   split: str = 'test',    # the split to evaluate
                   device: str = 'auto',   # auto, cpu, cuda or cuda:N
@@ -223,11 +228,13 @@ def class_table(ev: Evaluation) -> pd.DataFrame:
                              mistaken_for=[ev.classes[k] for k in worst], times=off.max(1).clip(0)),
                         index=pd.Index(ev.classes, name='class')).sort_values(['accuracy', 'label'])
 
+# %% ../nbs/03_eval.ipynb #sp06
 def evaluated_images(ev: Evaluation) -> ImageCache:
     "The decoded images of the split `ev` was computed on (the cache: no decoding again)."
     data = load_splits(ev.dataset or sample_dataset(), (ev.split,), **ev.layout)[ev.split]
     return decoded_split(data, ev.stored_size, progress=False)
 
+# %% ../nbs/03_eval.ipynb #sp07
 def show_class_images(ev: Evaluation,      # an evaluation, with its predictions
                       labels,              # the classes to show, one row each
                       per_class: int = 5,  # images per class

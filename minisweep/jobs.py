@@ -41,6 +41,7 @@ def notebook_error(path: Path) -> str | None:
 # raised by minisweep's modules, or by the train notebook's own cells (the job defines `train_run` in its kernel)
 _WARNING = re.compile(r'(?:/minisweep/\w+\.py|/ipykernel_\d+/\d+\.py|<ipython-input-[^>]*>):\d+: (\w*Warning: .*)')
 
+# %% ../nbs/04a_jobs.ipynb #sp01
 def notebook_warnings(path: Path) -> list:
     "The warnings minisweep's own code raised in an executed notebook ('UserWarning: message'), in order, without repeats."
     try: nb = json.loads(Path(path).read_text())
@@ -53,7 +54,6 @@ def notebook_warnings(path: Path) -> list:
                 for m in _WARNING.finditer(text):
                     if m.group(1) not in found: found.append(m.group(1))
     return found
-
 
 # %% ../nbs/04a_jobs.ipynb #c012
 # `python -c _DIE_WITH_PARENT PARENT_PID PROGRAM ARGS...`: SIGKILL on the parent's death (Linux PR_SET_PDEATHSIG, kept
@@ -99,6 +99,7 @@ def gpu_count() -> int:
         return torch.cuda.device_count()
     except Exception: return 0
 
+# %% ../nbs/04a_jobs.ipynb #sp02
 def job_gpus(n_gpus: int,              # GPUs this process sees (`gpu_count`)
              env: dict | None = None,  # the environment to read; default `os.environ`
             ) -> list:
@@ -107,6 +108,7 @@ def job_gpus(n_gpus: int,              # GPUs this process sees (`gpu_count`)
     if mask is None: return [str(g) for g in range(n_gpus)]
     return [e.strip() for e in mask.split(',') if e.strip()][:n_gpus]
 
+# %% ../nbs/04a_jobs.ipynb #sp03
 def run_local(jobs: list,                # (key, params, run_dir) of every run to do
               on_start, on_end,          # callbacks of the sweep's bookkeeping
               n_gpus: int | None = None, # GPUs to run on, one job each; None: every GPU this process sees (`gpu_count`)
@@ -133,4 +135,3 @@ def run_local(jobs: list,                # (key, params, run_dir) of every run t
     threads = [threading.Thread(target=worker, args=(g,)) for g in job_gpus(n_gpus)]
     for t in threads: t.start()
     for t in threads: t.join()
-

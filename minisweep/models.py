@@ -27,6 +27,7 @@ class ModelSpec:
     note: str = ''           # one line for the model table
     init: Callable | None = None  # called as init(model) on the fresh network; None: torchvision's initialisation
 
+# %% ../nbs/01_models.ipynb #sp01
 def vgg_init(model: nn.Module) -> nn.Module:
     "torchvision's initialisation of VGG: He-normal (fan-out) convolutions, N(0, 0.01) linear layers, zero biases."
     for m in model.modules():
@@ -42,11 +43,13 @@ MODELS = {
     'resnet18': ModelSpec(torchvision.models.resnet18, 32, 0.2, 'He et al. 2016, BatchNorm and residual connections'),
 }
 
+# %% ../nbs/01_models.ipynb #sp02
 def model_spec(name: str) -> ModelSpec:
     "The registry entry of `name`, or a `UserError` naming the known models."
     if name not in MODELS: raise UserError(f'unknown model {name!r}: choose one of {", ".join(sorted(MODELS))}')
     return MODELS[name]
 
+# %% ../nbs/01_models.ipynb #sp03
 def check_image_size(name: str, image_size: int) -> int:
     "`image_size` when model `name` accepts it, else a `UserError` with its minimum."
     spec = model_spec(name)
@@ -54,6 +57,7 @@ def check_image_size(name: str, image_size: int) -> int:
         raise UserError(f'image size {image_size} is below the {spec.min_size} pixels {name} needs')
     return int(image_size)
 
+# %% ../nbs/01_models.ipynb #sp04
 def create_model(name: str,                    # a key of `MODELS`
                  num_classes: int,             # size of the classification head
                  image_size: int | None = None,# checked against the model's minimum when given
@@ -65,10 +69,12 @@ def create_model(name: str,                    # a key of `MODELS`
     model = spec.build(weights=None, num_classes=num_classes)
     return spec.init(model) if spec.init else model
 
+# %% ../nbs/01_models.ipynb #sp05
 def default_lr(name: str, batch_size: int) -> float:
     "The model's learning rate scaled linearly from batch size 128 to `batch_size`."
     return model_spec(name).lr * batch_size / 128
 
+# %% ../nbs/01_models.ipynb #sp06
 def n_params(model: nn.Module) -> int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -84,6 +90,7 @@ def smallest_input(name: str, num_classes: int = 10, upto: int = 256) -> int:
         except RuntimeError: continue
     raise UserError(f'{name} runs on no input up to {upto} pixels')
 
+# %% ../nbs/01_models.ipynb #sp07
 def model_table(num_classes: int = 100, sizes=(64, 227)) -> 'pd.DataFrame':
     "Parameters, output shape and multiply-adds per image of every registered model at `sizes`."
     import pandas as pd
@@ -99,6 +106,7 @@ def model_table(num_classes: int = 100, sizes=(64, 227)) -> 'pd.DataFrame':
         rows.append(row)
     return pd.DataFrame(rows).set_index('model')
 
+# %% ../nbs/01_models.ipynb #sp08
 def _count_macs(model: nn.Module, size: int) -> int:
     "Multiply-adds of one forward pass on a `size` x `size` image (convolutions and linear layers)."
     total = 0

@@ -23,10 +23,12 @@ def _ray():
     except ImportError:
         raise UserError("the ray executor needs Ray: pip install 'minisweep[ray]' (or pip install 'ray[default]')") from None
 
+# %% ../nbs/04b_ray.ipynb #sp01
 def is_remote(address: str | None) -> bool:
     "Whether `address` names a cluster to connect to (not a local Ray started or found by this process)."
     return bool(address) and address not in ('local',)
 
+# %% ../nbs/04b_ray.ipynb #sp02
 def check_ray(out: Path,                     # the sweep folder, as given
               address: str | None = None,    # Ray cluster address; None: a local cluster
               **kw) -> None:
@@ -43,6 +45,7 @@ def check_ray(out: Path,                     # the sweep folder, as given
 class JobFailed(Exception):
     "A papermill job that failed; its message is the failing cell and error."
 
+# %% ../nbs/04b_ray.ipynb #sp03
 def _ray_job(notebook: str, out_nb: str, params: dict) -> dict:
     "Body of one Ray task: execute the training notebook; raise `JobFailed` so Ray retries."
     import socket
@@ -53,6 +56,7 @@ def _ray_job(notebook: str, out_nb: str, params: dict) -> dict:
     if not ok: raise JobFailed(err)
     return dict(seconds=secs, cuda_visible_devices=devices, node=socket.gethostname())
 
+# %% ../nbs/04b_ray.ipynb #sp04
 def run_ray(jobs: list,                  # (key, params, run_dir) of every run to do
             on_start, on_end,            # callbacks of the sweep's bookkeeping
             address: str | None = None,  # cluster address; None: start (or reuse) a local Ray

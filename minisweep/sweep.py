@@ -40,6 +40,7 @@ def _check_rates(rates, model: str) -> list:
         raise UserError(f'learning rates of {model} share a folder name ({", ".join(names)}): make them differ in their first 6 digits')
     return sorted(out)
 
+# %% ../nbs/05_sweep.ipynb #sp01
 @dataclass
 class Sweep:
     "A grid of runs and the training settings they share."
@@ -131,6 +132,7 @@ def versions() -> dict:
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 datasets=datasets.__version__, minisweep=minisweep.__version__, platform=platform.platform())
 
+# %% ../nbs/05_sweep.ipynb #sp02
 def git_commit() -> str | None:
     "The commit of the minisweep checkout in use (None for an installed package), with '+dirty' when it has changes."
     root = Path(minisweep.__file__).resolve().parents[1]
@@ -142,8 +144,10 @@ def git_commit() -> str | None:
         return (sha + ('+dirty' if dirty else '')) or None
     except (OSError, subprocess.SubprocessError): return None
 
+# %% ../nbs/05_sweep.ipynb #sp03
 def now() -> str: return dt.datetime.now().astimezone().isoformat(timespec='seconds')
 
+# %% ../nbs/05_sweep.ipynb #sp04
 class SweepRecord:
     "`sweep.json` of a sweep folder, saved atomically on every change."
     def __init__(self, sweep: Sweep):
@@ -207,6 +211,7 @@ class SweepRecord:
         for r in self.data['runs'].values(): out[r['state']] = out.get(r['state'], 0) + 1
         return out
 
+# %% ../nbs/05_sweep.ipynb #sp05
 def _open_lock(path: Path) -> int:
     "The lock file at `path`, opened without following a symbolic link; refuses a file a sweep did not make."
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -222,6 +227,7 @@ def _open_lock(path: Path) -> int:
         raise UserError(f'{path} is not a lock file of a sweep (a special file, a hard link or other content): move it away')
     return fd
 
+# %% ../nbs/05_sweep.ipynb #sp06
 @contextlib.contextmanager
 def sweep_lock(out: Path):
     "Hold the sweep folder's lock, or refuse when another live sweep holds it."
@@ -247,6 +253,7 @@ def fmt_secs(s: float) -> str:
     s = int(round(s))
     return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else (f'{s // 60}m{s % 60:02d}s' if s >= 60 else f'{s}s')
 
+# %% ../nbs/05_sweep.ipynb #sp07
 class Progress:
     "Counts runs, names the one running, and estimates the time left from the runs finished so far."
     OVERHEAD = 0.1    # a run's fixed cost (kernel start, decoding checks, validation), in units of the full subset's training
@@ -274,7 +281,6 @@ class Progress:
         else: self.failed += 1
         self.log(f'[{self.done}/{self.total} done] {key}: {"done" if ok else "FAILED"} in {fmt_secs(secs)}' + (f' ({err})' if err else ''))
 
-
 # %% ../nbs/05_sweep.ipynb #u02
 def validation_line(rows: list,     # the run's log.jsonl rows so far, the newest last
                     config: dict,   # the run's `TrainConfig` fields (num_epochs, min_steps)
@@ -287,6 +293,7 @@ def validation_line(rows: list,     # the run's log.jsonl rows so far, the newes
     return (f"epoch {row['epoch']}/{epochs}, validation top-5 error {row['val_top5_error']:.3f} (top-1 {row['val_top1_error']:.3f})"
             + (f', about {fmt_secs(left)} left' if row['epoch'] < epochs else ''))
 
+# %% ../nbs/05_sweep.ipynb #sp08
 class LogTail:
     "Reports each new validation of a running job's `log.jsonl` with `validation_line`, from a thread, until `stop`."
     def __init__(self, run_dir: Path, config: dict, say, interval: float = 2.0):
@@ -350,11 +357,11 @@ class SweepResult:
         else: lines.append('figures: none')
         return '\n'.join(lines)
 
+# %% ../nbs/05_sweep.ipynb #sp09
 def failure_table(failures: list) -> str:
     "The failures as a Markdown table: run, error."
     if not failures: return ''
     return '\n'.join(['| run | error |', '|---|---|'] + [f'| {k} | {e} |' for k, e in failures])
-
 
 # %% ../nbs/05_sweep.ipynb #ly_02
 EXECUTORS = {'local': run_local, 'ray': run_ray}   # --executor name: run(jobs, on_start, on_end, **options)
@@ -375,6 +382,7 @@ def check_sweep(sweep: Sweep,                     # the grid and shared settings
     check_select_on(first.select_on, len(splits['train'].classes))
     return first, splits, fig_dir
 
+# %% ../nbs/05_sweep.ipynb #sp10
 def pending_jobs(sweep: Sweep, rec: SweepRecord) -> list:
     "(key, params, run_dir) of every run of `sweep` that `rec` does not record as done: what an executor receives."
     return [(sweep.key(m, f, s, lr), asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr))
@@ -455,6 +463,7 @@ def run_state(run_dir: Path) -> str:
     if is_complete(run_dir): return 'done'
     return 'partial' if (Path(run_dir) / 'last.pt').exists() or read_log(run_dir) else 'pending'
 
+# %% ../nbs/05_sweep.ipynb #sp11
 def plan(sweep: Sweep) -> 'pd.DataFrame':
     "Every run of `sweep`: folder, state, images, epochs, optimizer steps, validations and images left; reads labels only, writes nothing."
     import pandas as pd

@@ -39,6 +39,7 @@ def resolve_device(device: str = 'auto') -> torch.device:
     if d.type not in ('cpu', 'cuda'): raise UserError(f'device {device} is not supported: use cpu or cuda')
     return d
 
+# %% ../nbs/02_train.ipynb #sp01
 @dataclass
 class TrainConfig(Settings):
     "Everything that defines one training run: the core's `Settings`, checked against the models and the machine."
@@ -61,12 +62,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list:
         if p.requires_grad: (decay if p.ndim > 1 else no_decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
+# %% ../nbs/02_train.ipynb #sp02
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     "Multiplier of the peak learning rate at `step`: linear warm-up, then cosine decay to zero at `total_steps`."
     if step < warmup_steps: return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
+# %% ../nbs/02_train.ipynb #sp03
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, warmup_steps: int, device: torch.device):
     "Fused SGD (one kernel for the whole update, on CPU and CUDA) and its per-step warm-up + cosine scheduler."
     kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -100,10 +103,12 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> list:
     hit = top == y[:, None]
     return [hit[:, :k].any(1).sum() for k in ks]
 
+# %% ../nbs/02_train.ipynb #sp04
 def autocast(device: torch.device, enabled: bool):
     "bf16 autocast on `device` when `enabled` and supported, else a no-op context."
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and bf16_supported(device))
 
+# %% ../nbs/02_train.ipynb #sp05
 @functools.lru_cache(maxsize=None)
 def bf16_supported(device: torch.device) -> bool:
     "Whether bf16 autocast pays off on `device`: a GPU of compute capability 8.0 or newer, or a CPU with AVX512-BF16 or AMX."
@@ -116,14 +121,17 @@ def bf16_supported(device: torch.device) -> bool:
     except OSError: return False
     return ' avx512_bf16' in flags or ' amx_bf16' in flags
 
+# %% ../nbs/02_train.ipynb #sp06
 def precision(device: torch.device, bf16: bool) -> str:
     "The arithmetic of a run on `device`: 'bf16' (autocast) or 'fp32'."
     return 'bf16' if bf16 and bf16_supported(device) else 'fp32'
 
+# %% ../nbs/02_train.ipynb #sp07
 def compile_model(model: nn.Module, backend='inductor') -> nn.Module:
     "`torch.compile` with static shapes: one graph for the training batches, one for the padded evaluation batches."
     return torch.compile(model, dynamic=False, backend=backend)
 
+# %% ../nbs/02_train.ipynb #sp08
 @torch.no_grad()
 def predict(model: nn.Module, batches: Batches, bf16: bool = True) -> tuple:
     "Float32 logits and labels of every image of `batches` (in order, padding dropped)."
@@ -134,6 +142,7 @@ def predict(model: nn.Module, batches: Batches, bf16: bool = True) -> tuple:
         out.append(logits[:n].float()); ys.append(y[:n])
     return torch.cat(out), torch.cat(ys)
 
+# %% ../nbs/02_train.ipynb #sp09
 def split_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
     "Cross-entropy loss, top-1 and top-5 error of `logits` against `y`."
     c1, c5 = topk_correct(logits, y)
@@ -151,6 +160,7 @@ class _KeepError:
         except OSError as e: self.error = e; raise
     def flush(self): self.f.flush()
 
+# %% ../nbs/02_train.ipynb #sp10
 def atomic_save(obj, path: Path):
     "`torch.save` through the core chapter's `atomic_write`: `path` is never half-written; a failed write raises its OSError."
     def save(f):
@@ -161,12 +171,14 @@ def atomic_save(obj, path: Path):
             raise
     atomic_write(path, save)
 
+# %% ../nbs/02_train.ipynb #sp11
 class CorruptCheckpoint(Exception):
     "A checkpoint file that exists but cannot be read, or that is not a minisweep checkpoint."
 
 CKPT_KEYS = ('model', 'config', 'epoch', 'classes')                 # in every checkpoint
 RESUME_KEYS = CKPT_KEYS + ('optimizer', 'scheduler', 'state', 'rng')  # also in last.pt
 
+# %% ../nbs/02_train.ipynb #sp12
 def load_checkpoint(path: Path, map_location='cpu', keys=CKPT_KEYS) -> dict:
     "Read a checkpoint written by `atomic_save` (tensors and plain data only: no code runs), or raise `CorruptCheckpoint` naming the file."
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
@@ -186,6 +198,7 @@ def load_checkpoint(path: Path, map_location='cpu', keys=CKPT_KEYS) -> dict:
 class TrainingDiverged(Exception):
     "The training loss became NaN or infinite."
 
+# %% ../nbs/02_train.ipynb #sp13
 def _rng_state(device: torch.device) -> dict:
     "Every generator's state as tensors, lists and numbers (what a weights-only load reads); on CUDA the current device's only."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -193,6 +206,7 @@ def _rng_state(device: torch.device) -> dict:
                 numpy=dict(kind=kind, keys=keys.tolist(), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)),
                 cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None)
 
+# %% ../nbs/02_train.ipynb #sp14
 def _set_rng_state(s: dict):
     "Restore what `_rng_state` saved; the CUDA state goes to the current device, however many GPUs the saving run saw."
     n = s['numpy']
@@ -200,9 +214,11 @@ def _set_rng_state(s: dict):
     np.random.set_state((n['kind'], np.array(n['keys'], dtype=np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     if s.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
 
+# %% ../nbs/02_train.ipynb #sp15
 def _seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
+# %% ../nbs/02_train.ipynb #sp16
 def _append_log(run_dir: Path, row: dict):
     with open(run_dir / 'log.jsonl', 'a') as f:
         f.write(json.dumps(row) + '\n'); f.flush(); os.fsync(f.fileno())
@@ -214,6 +230,7 @@ def check_select_on(select_on: str, num_classes: int):
         raise UserError(f'the dataset has {num_classes} classes: with 5 or fewer, top-5 error is always 0 and cannot pick a '
                         f'checkpoint; select on val_top1_error or val_loss (--select-on)')
 
+# %% ../nbs/02_train.ipynb #sp17
 def open_splits(cfg: TrainConfig) -> dict:
     "The run's train and validation splits, opened but not decoded; a one-line `UserError` when they cannot serve the run."
     splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'), **cfg.layout())
@@ -224,6 +241,7 @@ def open_splits(cfg: TrainConfig) -> dict:
                         f'use a batch size of at most {n}')
     return splits
 
+# %% ../nbs/02_train.ipynb #sp18
 def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = None) -> dict:
     "Decoded train and validation splits (`splits` from `open_splits`, or opened here), the subset's indices, and their `Batches` on `device`."
     splits = splits or open_splits(cfg)
@@ -240,6 +258,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = N
     val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile, images=place(val, on[1]))
     return dict(train=train_b, val=val_b, n_train=len(idx), classes=train.classes)
 
+# %% ../nbs/02_train.ipynb #sp19
 def training_memory(model: str, num_classes: int, image_size: int, batch_size: int) -> int:
     "Bytes a training step needs on the GPU, estimated on the meta device: fp32 weights, gradients, momentum, every layer's output."
     with torch.device('meta'): net = create_model(model, num_classes)
@@ -249,6 +268,7 @@ def training_memory(model: str, num_classes: int, image_size: int, batch_size: i
     for h in hooks: h.remove()
     return 3 * 4 * sum(p.numel() for p in net.parameters()) + sum(outs)
 
+# %% ../nbs/02_train.ipynb #sp20
 def cache_placement(cache_bytes: list,   # size of each cache, in the order they are placed (train, validation)
                     free: int,           # free GPU memory, bytes
                     reserve: int,        # what the model needs (`training_memory`)
@@ -261,6 +281,7 @@ def cache_placement(cache_bytes: list,   # size of each cache, in the order they
         out.append(b <= left); left -= b if out[-1] else 0
     return out
 
+# %% ../nbs/02_train.ipynb #sp21
 def train_epoch(model,                  # the model, on `device`
                 batches,                # (images, labels, n) batches, n the images that count in each
                 opt,                    # the optimizer, stepped once a batch
@@ -314,10 +335,12 @@ def _check_same_run(run_dir: Path, saved: dict, cfg: TrainConfig):
         diff = ', '.join(f'{k}={getattr(saved, k)!r}' for k in {**ours, **theirs} if theirs.get(k) != ours.get(k))
         raise UserError(f'{run_dir} holds a run with other settings ({diff}): use another out_dir')
 
+# %% ../nbs/02_train.ipynb #sp22
 def _best_checkpoint(model, cfg, epoch, row, data) -> dict:
     return dict(format=CKPT_FORMAT, model=model.state_dict(), config=asdict(cfg), epoch=epoch, val=row,
                 classes=data['classes'], n_train=data['n_train'])
 
+# %% ../nbs/02_train.ipynb #sp23
 def resume_run(run_dir: Path, cfg: TrainConfig, model: nn.Module, opt, sched, data: dict) -> dict:
     "The run's state after its last validation, from `last.pt` (weights, optimizer, scheduler, random generators), or a fresh one."
     state = dict(epoch=0, best=math.inf, best_epoch=0, bad_validations=0, train_seconds=0.0)
