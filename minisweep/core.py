@@ -18,13 +18,15 @@ class UserError(ValueError):
     "A problem with what was asked for, told in one line; the `minisweep` command prints it and exits with status 2."
 
 # %% ../nbs/00_core.ipynb #k07
+from fractions import Fraction
+
 DEFAULT_DATASET = 'timm/mini-imagenet'
 SAMPLE = 'sample'   # the name of the sample shipped with minisweep, wherever a dataset is asked for
 
-def check_fraction(fraction: float) -> float:
-    "`fraction` as a float, or a `UserError` when it is not in (0, 1]."
-    try: f = float(fraction)
-    except (TypeError, ValueError): raise UserError(f'subset size {fraction!r} is not a number') from None
+def check_fraction(fraction: float | str) -> float:
+    "`fraction` (a number, or text such as '0.125' or '1/8') as a float, or a `UserError` when it is not in (0, 1]."
+    try: f = float(Fraction(fraction) if isinstance(fraction, str) else fraction)
+    except (TypeError, ValueError, ZeroDivisionError): raise UserError(f'subset size {fraction!r} is not a number') from None
     if not (0 < f <= 1): raise UserError(f'subset size {fraction} is outside (0, 1]: it is the fraction of each class to train on')
     return f
 
