@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_cli.ipynb #c002
 from __future__ import annotations
-import argparse, contextlib, datetime as dt, io, json, math, sys, warnings
+import argparse, contextlib, datetime as dt, io, json, math, os, sys, warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -270,3 +270,5 @@ def main(argv=None) -> int:
         print(f'minisweep {a.command}: error: {e}', file=sys.stderr); return 2
     except KeyboardInterrupt:
         print('minisweep: interrupted; rerun the same command to resume', file=sys.stderr); return 130
+    except BrokenPipeError:      # the reader went away (`minisweep sweep --dry-run | head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 141
