@@ -108,51 +108,6 @@ def test_seed_style_train_then_eval(tmp_path):
     assert (tmp_path / 'out' / 'resnet18_curve.png').exists()
 
 
-def test_a_batch_larger_than_the_subset_fails_before_any_work(tmp_path, venv_path_env):
-    # the sample by its name; 0.05 of 40 images a class is 20 images, fewer than a batch: refused from the labels alone,
-    # before the first size trains, with no run folder made and no image decoded (a decode cache of its own stays empty)
-    env = dict(venv_path_env, MINISWEEP_CACHE=str(tmp_path / 'cache'))
-    p = minisweep('train', '--model', 'resnet18', '--subset-sizes', '1', '0.05', '--batch-size', '32', '--image-size', '64',
-                  '--dataset', 'sample', '--checkpoint-dir', tmp_path / 'ck', env=env, cwd=tmp_path)
-    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert 'batch size 32 is larger than the 20 images of subset 0.05' in p.stderr
-    assert not (tmp_path / 'ck').exists() and not list(tmp_path.rglob('*.npy'))
-    assert 'sample' in minisweep('train', '--help').stdout
-
-
-@pytest.mark.parametrize('args, says', [
-    (['frobnicate'], 'invalid choice'),
-    (['sweep', '--frobnicate'], 'unrecognized arguments'),
-    (['sweep', '--models'], 'expected at least one argument'),
-    (['sweep', '--subset-sizes'], 'expected at least one argument'),
-    (['sweep', '--subset-sizes', '1.5'], 'outside (0, 1]'),
-    (['sweep', '--subset-sizes', '0'], 'outside (0, 1]'),
-    (['sweep', '--models', 'vgg99', '--subset-sizes', '0.5'], 'unknown model'),
-    (['sweep', '--models', 'alexnet', '--subset-sizes', '0.5', '--dataset', '/nonexistent/data'], 'does not exist'),
-    (['train', '--model', 'alexnet', '--image-size', '32'], '63 pixels'),
-    (['train', '--model', 'resnet18', '--num-epochs', '0'], 'must be at least 1'),
-    (['eval', '--model', 'resnet18', '--checkpoint-dir', '/nonexistent/runs'], ''),
-    (['curves', '/nonexistent/results.json'], ''),
-    (['sweep', '--learning-rates', 'fast'], 'is not a learning rate'),
-    (['sweep', '--learning-rates', 'resnet18=0.1,0'], 'must be a number > 0'),
-    (['sweep', '--learning-rates', '0.1', 'alexnet=0.2'], 'not both'),
-    (['sweep', '--learning-rates', 'alexnet=0.1', 'alexnet=0.2'], 'names alexnet twice'),
-    (['sweep', '--models', 'resnet18', '--learning-rates', 'alexnet=0.01,0.02'], 'which the grid does not train'),
-])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
-    p = minisweep(*args, cwd=tmp_path)
-    assert p.returncode == 2, (p.returncode, p.stderr)
-    assert len(p.stderr.strip().splitlines()) == 1 and 'Traceback' not in p.stderr
-    assert says in p.stderr
-
-
-def test_a_folder_of_another_grid_is_refused(local_sweep):
-    p = minisweep('sweep', '--models', 'resnet18', '--subset-sizes', '0.25', '--seeds', '0', *SMALL,
-                  '--out', local_sweep['out'], cwd=local_sweep['root'])
-    assert p.returncode == 2 and 'another grid' in p.stderr and '--out' in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1
-
-
 @pytest.mark.parametrize('grid, runs', [
     (['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0'], 2),                 # one model
     pytest.param(['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2,   # one size, both models
