@@ -47,7 +47,7 @@ def minisweep(*args, env=None, cwd=None, timeout=900):
 def local_sweep(tmp_path_factory, session_env):
     "A 2-model x 2-fraction sweep through the console script (shared with the Ray tests, which compare against it)."
     root = tmp_path_factory.mktemp('local')
-    args = ['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '1', '0.5', '--seeds', '0', *SMALL,
+    args = ['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', *SMALL,
             '--out', root / 'sweep']      # the figures' default home: <out>/figures
     prep = minisweep('prepare', '--dataset', '', '--image-size', '64', cwd=root)     # the caches, decoded ahead of the sweep
     assert prep.returncode == 0 and prep.stdout.count('train') >= 1, prep.stderr[-2000:]

@@ -14,7 +14,7 @@ does). The training kernel that papermill starts is in a session of its own, so 
 its parent is gone (ipykernel's parent poller, once a second) and exits by itself; `kill_job` waits for that, and
 fails the case when a kernel keeps running. The checkpoint case kills the kernel too: it is the process that writes.
 """
-import hashlib, json, os, shutil, signal, subprocess, sys, time, warnings
+import hashlib, json, logging, os, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -391,16 +391,16 @@ def test_damaged_cache_is_rebuilt_with_a_warning(reference, session_env, tmp_pat
 
 # --- 6. two sweeps on one folder ---------------------------------------------------------------------------------------
 
-def test_a_second_sweep_on_the_folder_is_refused_and_the_lock_dies_with_the_first(tmp_path):
+def test_a_second_sweep_on_the_folder_is_refused_and_the_lock_dies_with_the_first(cli, tmp_path):
     out = tmp_path / 'sweep'
     args = ['sweep', *GRID, '--out', out]
     first = start(args, tmp_path, name='first')
     assert poll(lambda: read_json(out / 'sweep.json') and lock_pid(out) == str(first.pid), first, timeout=300), output(first)
-    second = run_cli(*args, cwd=tmp_path)
+    rc, _, err = cli(*args, cwd=tmp_path)                            # the second sweep: the console script's main, here
     assert first.poll() is None, 'the first sweep ended before the second one asked for the lock: inconclusive'
-    assert second.returncode == 2, second.stdout[-2000:] + second.stderr[-2000:]
-    lines = visible_lines(second.stderr)
-    assert len(lines) == 1 and f'another sweep (pid {first.pid})' in lines[0] and 'Traceback' not in second.stderr, lines
+    assert rc == 2, err[-3000:]
+    lines = visible_lines(err)
+    assert len(lines) == 1 and f'another sweep (pid {first.pid})' in lines[0] and 'Traceback' not in err, lines
 
     kill_job(first)
     third = start(args, tmp_path, name='third')
@@ -498,72 +498,49 @@ def corrupt_copy(dst: Path, split: str, index: int) -> Path:
 
 @pytest.mark.parametrize('command, split, index', [('sweep', 'train', 123), ('sweep', 'validation', 7),
                                                     ('sweep', 'test', 42), ('train', 'train', 123)])
-def test_corrupt_image_fails_before_training_naming_split_and_index(tmp_path, command, split, index):
+def test_corrupt_image_fails_before_training_naming_split_and_index(cli, tmp_path, command, split, index):
     data = corrupt_copy(tmp_path / 'data', split, index)
     if command == 'sweep': args = ['sweep', *ONE_RUN, '--dataset', data, '--out', tmp_path / 'out']
     else: args = ['train', '--model', 'resnet18', '--subset-sizes', '0.125', '--num-epochs', '1', '--batch-size', '32',
                   '--image-size', '64', '--device', 'cpu', '--no-bf16', '--dataset', data, '--checkpoint-dir', tmp_path / 'out']
-    p = run_cli(*args, cwd=tmp_path)
-    lines = visible_lines(p.stderr)
-    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
-    assert len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr[-3000:]
+    rc, out, err = cli(*args, cwd=tmp_path)
+    lines = visible_lines(err)
+    assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, out[-2000:] + err[-3000:]
     assert f'image {index} of split {split!r} cannot be decoded' in lines[0]
     assert not list((tmp_path / 'out').rglob('*.pt')), 'training started before the corrupt image was found'
 
 
 # --- 10. bad input: every command, one line, exit status 2 -------------------------------------------------------------
 
-FORK_SERVER = r'''
-# Runs minisweep command lines, each in a child forked from this process (minisweep imported once): the child does
-# what the console script does (sys.exit(main())), with its own working directory, stdout and stderr.
-import json, os, signal, sys, traceback
-from minisweep.cli import main
-
-def child(req):
-    os.chdir(req['cwd'])
-    for fd, name in ((0, os.devnull), (1, req['stdout']), (2, req['stderr'])):
-        f = os.open(name, os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(f, fd); os.close(f)
-    signal.alarm(req['timeout'])
-    sys.argv = ['minisweep', *req['argv']]
-    try: code = main()
-    except SystemExit as e: code = e.code
-    except BaseException: traceback.print_exc(); code = 1      # what the interpreter does with an uncaught exception
-    if code is None: code = 0
-    elif not isinstance(code, int): print(code, file=sys.stderr); code = 1
-    sys.stdout.flush(); sys.stderr.flush()
-    os._exit(code)
-
-for line in sys.stdin:
-    req = json.loads(line)
-    sys.stdout.flush()
-    pid = os.fork()
-    if pid == 0:
-        try: child(req)
-        finally: os._exit(70)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps(dict(rc=os.waitstatus_to_exitcode(status))), flush=True)
-'''
+class _Logged(logging.Handler):
+    "The records a command logs at WARNING or above: on a terminal each is a line of its own."
+    def __init__(self): super().__init__(logging.WARNING); self.lines = []
+    def emit(self, record): self.lines.append(f'{record.levelname}: {record.getMessage()}')
 
 
-@pytest.fixture(scope='module')
-def cli(tmp_path_factory, session_env):
-    """`cli(*args, cwd=...)` -> (exit status, stdout, stderr) of `minisweep *args`: a fork of one process that imported
-    minisweep, so that the ~75 command lines of the table do not pay for importing torch 75 times."""
-    d = tmp_path_factory.mktemp('cli')
-    (d / 'server.py').write_text(FORK_SERVER)
-    srv = subprocess.Popen([sys.executable, str(d / 'server.py')], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           text=True, env=sub_env())
-    def run(*args, cwd, timeout=300):
-        req = dict(argv=[str(a) for a in args], cwd=str(cwd), stdout=str(d / 'o'), stderr=str(d / 'e'), timeout=timeout)
-        assert srv.poll() is None, f'the fork server is gone (exit status {srv.returncode})'
-        srv.stdin.write(json.dumps(req) + '\n'); srv.stdin.flush()
-        rc = json.loads(srv.stdout.readline())['rc']
-        return rc, raw_text(d / 'o'), raw_text(d / 'e')
-    yield run
-    try: srv.stdin.close()
-    except OSError: pass
-    srv.wait(timeout=60)
+@pytest.fixture
+def cli(capfd, monkeypatch):
+    """`cli(*args, cwd=...)` -> (exit status, stdout, stderr) of `minisweep *args`, run by the console script's own `main`
+    in this process, so that the ~100 command lines of the table import torch once, not once each. stderr is what reached
+    file descriptor 2, plus what the console script would also have shown there and pytest collects instead: every
+    warning and every log record. `test_the_console_script_says_one_line_and_exits_2` runs the installed script itself."""
+    from minisweep.cli import main
+    def run(*args, cwd):
+        monkeypatch.chdir(cwd)
+        capfd.readouterr()
+        logged, loggers = _Logged(), [logging.getLogger(), logging.getLogger('datasets')]   # datasets does not propagate
+        for lg in loggers: lg.addHandler(logged)
+        try:
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter('always')
+                try: rc = main([str(a) for a in args])
+                except SystemExit as e: rc = e.code                 # argparse: --help (0), a bad argument (2)
+        finally:
+            for lg in loggers: lg.removeHandler(logged)
+        out, err = capfd.readouterr()
+        shown = [f'{w.category.__name__}: {w.message}' for w in warned] + logged.lines
+        return (0 if rc is None else rc), out, err + ''.join(f'{line}\n' for line in shown)
+    return run
 
 
 @pytest.fixture(scope='module')
@@ -646,6 +623,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     # sweep
     ([*SW, '--frobnicate'], 'unrecognized arguments'),
     ([*SW, '--models'], 'expected at least one argument'),
+    ([*SW, '--subset-sizes'], 'expected at least one argument'),
     ([*SW, '--models', 'vgg99'], "unknown model 'vgg99'"),
     ([*SW, '--subset-sizes', 'abc'], "'abc' is not a number"),
     ([*SW, '--subset-sizes', '0'], 'outside (0, 1]'),
@@ -686,6 +664,17 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*SW, '--dataset', '{zerobyte}'], "split 'test': {zerobyte}/data/test-00000-of-00001.parquet is an empty file (0 bytes)"),
     ([*SW, '--dataset', '{norows}'], "split 'test' is empty"),
     ([*SW, '--dataset', '{badlabel}'], "split 'train', row 2: label 5 is outside the 2 classes"),
+    ([*SW, '--learning-rates'], 'expected at least one argument'),
+    ([*SW, '--learning-rates', 'fast'], "'fast' is not a learning rate"),
+    ([*SW, '--learning-rates', '0'], 'learning rate 0 must be a number > 0'),
+    ([*SW, '--learning-rates', 'nan'], 'learning rate nan must be a number > 0'),
+    ([*SW, '--learning-rates', 'alexnet='], "'alexnet=': write MODEL=RATE,RATE,..."),
+    ([*SW, '--learning-rates', 'alexnet=0.1,,0.2'], "'' is not a learning rate"),
+    ([*SW, '--learning-rates', 'resnet18=0.1,0'], 'learning rate 0 must be a number > 0'),
+    ([*SW, '--learning-rates', 'resnet18=0.1,-1'], 'learning rate -1 must be a number > 0'),
+    ([*SW, '--learning-rates', '0.1', 'resnet18=0.2'], 'rates per model (alexnet=0.01,0.02), not both'),
+    ([*SW, '--learning-rates', 'resnet18=0.1', 'resnet18=0.2'], 'names resnet18 twice'),
+    ([*SW, '--learning-rates', 'alexnet=0.01,0.02'], 'which the grid does not train'),
     # train
     (['train'], 'required: --model'),
     ([*TR, '--frobnicate'], 'unrecognized arguments'),
@@ -696,6 +685,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*TR, '--batch-size', '0'], '0 must be at least 1'),
     ([*TR, '--batch-size', '1000'], 'batch size 1000 is larger than the 50 images'),
     ([*TR, '--image-size', '16'], '32 pixels resnet18 needs'),
+    ([*TR, '--model', 'alexnet', '--image-size', '32'], '63 pixels alexnet needs'),
     ([*TR, '--learning-rate', '-1'], 'learning_rate'),
     ([*TR, '--select-on', 'acc'], "invalid choice: 'acc'"),
     ([*TR, '--seed', 'x'], "invalid int value: 'x'"),
@@ -741,18 +731,13 @@ def _case_id(argv: list) -> str:
     return ' '.join(argv) or '(nothing)'
 
 
-# Each case spawns the console script (about 2 s), and the cases on finished runs need a module of trained runs: the
-# default run tries every third case that needs no trained run, `pytest -m slow` (make test-slow) tries all of them.
-_NEEDS_RUNS = ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')
-_BAD_CASES = [pytest.param(a, s, id=_case_id(a), marks=() if i % 3 == 0 and not any(k in ' '.join(a) for k in _NEEDS_RUNS)
-                           else pytest.mark.slow) for i, (a, s) in enumerate(BAD_INPUT)]
+_NEEDS_RUNS = ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')      # cases on the module's trained runs
 
 
-@pytest.mark.parametrize('argv, says', _BAD_CASES)
+@pytest.mark.parametrize('argv, says', [pytest.param(a, s, id=_case_id(a)) for a, s in BAD_INPUT])
 def test_bad_input_is_one_line_and_exit_2(cli, bad, request, tmp_path, argv, says):
     paths = dict(bad)
-    if any(k in ' '.join(argv) for k in ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')):
-        paths.update(request.getfixturevalue('runs'))
+    if any(k in ' '.join(argv) for k in _NEEDS_RUNS): paths.update(request.getfixturevalue('runs'))
     fill = lambda s: s.format(tmp=tmp_path, **paths)
     rc, out, err = cli(*map(fill, argv), cwd=tmp_path)
     lines = visible_lines(err)
@@ -760,6 +745,41 @@ def test_bad_input_is_one_line_and_exit_2(cli, bad, request, tmp_path, argv, say
     assert fill(says) in lines[0], lines[0]
     assert not list(tmp_path.rglob('*.pt')), 'a bad argument started training'
     if '{crafted}' in argv: assert not Path(paths['payload']).exists(), 'the crafted checkpoint ran its code'
+
+
+def test_the_console_script_says_one_line_and_exits_2(tmp_path):
+    "The installed script itself, once (the table runs its `main` in this process): exit status 2 reaches the shell."
+    p = run_cli('sweep', *ONE_RUN, '--dataset', '/nonexistent/data', '--out', tmp_path / 'sw', cwd=tmp_path)
+    lines = visible_lines(p.stderr)
+    assert p.returncode == 2 and len(lines) == 1 and 'Traceback' not in p.stderr, p.stderr[-3000:]
+    assert lines[0] == 'minisweep sweep: error: dataset folder /nonexistent/data does not exist', lines
+
+
+def test_a_batch_larger_than_the_subset_fails_before_any_work(cli, tmp_path, monkeypatch):
+    """The sample by its name; 0.05 of 40 images a class is 20 images, fewer than a batch: refused from the labels alone,
+    before the first size trains, with no run folder made and no image decoded (a decode cache of its own stays empty).
+    In a sweep the same grid fails that run only (tests/test_sweep.py)."""
+    monkeypatch.setenv('MINISWEEP_CACHE', str(tmp_path / 'cache'))
+    rc, _, err = cli('train', '--model', 'resnet18', '--subset-sizes', '1', '0.05', '--batch-size', '32', '--image-size', '64',
+                     '--dataset', 'sample', '--checkpoint-dir', tmp_path / 'ck', cwd=tmp_path)
+    lines = visible_lines(err)
+    assert rc == 2 and len(lines) == 1, err
+    assert 'batch size 32 is larger than the 20 images of subset 0.05' in lines[0]
+    assert not (tmp_path / 'ck').exists() and not list(tmp_path.rglob('*.npy'))
+    rc, out, _ = cli('train', '--help', cwd=tmp_path)
+    assert rc == 0 and 'sample' in out
+
+
+def test_a_folder_of_another_grid_is_refused(reference, cli, tmp_path):
+    "A sweep folder (its sweep.json) of another grid: one line naming --out; the folder is left as it was."
+    (tmp_path / 'sweep').mkdir()
+    record = shutil.copy2(reference['out'] / 'sweep.json', tmp_path / 'sweep' / 'sweep.json')
+    before = Path(record).read_bytes()
+    grid = [a if a != '0.125' else '0.5' for a in ONE_RUN]           # subset 0.5: not a size of the reference grid
+    rc, _, err = cli('sweep', *grid, '--out', tmp_path / 'sweep', cwd=tmp_path)
+    lines = visible_lines(err)
+    assert rc == 2 and len(lines) == 1 and 'another grid' in lines[0] and '--out' in lines[0], err
+    assert Path(record).read_bytes() == before and not list((tmp_path / 'sweep').rglob('*.pt'))
 
 
 # --- 11. planted modules, links and foreign files in the sweep folder ----------------------------------------------------

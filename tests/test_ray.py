@@ -26,7 +26,7 @@ def rows(out):
 
 @pytest.mark.slow           # a whole sweep on a Ray cluster beside the local one: make test-slow
 def test_ray_sweep_equals_local(ray_cluster, local_sweep, tmp_path):
-    code = main(['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '1', '0.5', '--seeds', '0', *SMALL,
+    code = main(['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', *SMALL,
                  '--out', str(tmp_path / 'ray'), '--figures', str(tmp_path / 'fig'), '--executor', 'ray'])
     assert code == 0
     assert rows(tmp_path / 'ray') == rows(local_sweep['out'])

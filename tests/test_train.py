@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from minisweep.core import UserError
-from conftest import MINISWEEP
+from conftest import MINISWEEP, VENV_BIN
 from minisweep.train import TrainConfig, load_checkpoint, read_log, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,9 +23,9 @@ RESULT_KEYS = ('n_train', 'num_classes', 'epochs_run', 'planned_epochs', 'steps'
 
 
 def sample_cfg(out_dir, **kw) -> TrainConfig:
-    """A run on the shipped sample small enough for the default test run: 400 images, 12 steps an epoch.
+    """A run on the shipped sample small enough for the default test run: a quarter of it, 100 images, 3 steps an epoch.
     On the CPU (exact comparisons) and in float32 (bf16 autocast on a CPU is slower, and would test nothing more here)."""
-    base = dict(model='resnet18', subset_size=1.0, seed=0, image_size=64, num_epochs=5, batch_size=32,
+    base = dict(model='resnet18', subset_size=0.25, seed=0, image_size=64, num_epochs=5, batch_size=32,
                 device='cpu', bf16=False, progress=False, out_dir=str(out_dir))
     return TrainConfig(**{**base, **kw})
 
@@ -90,23 +90,28 @@ def test_papermill_job(tmp_path, venv_path_env):
 
 RUN = 'import json, sys\nfrom minisweep.train import TrainConfig, train_run\ntrain_run(TrainConfig(**json.loads(sys.argv[1])))'
 
-def test_kill_and_resume(tmp_path, venv_path_env, reference_run):
-    "A run killed (SIGKILL) after its second epoch resumes from last.pt and ends exactly where an uninterrupted run does."
-    ref_cfg, ref = reference_run
-    cfg = replace(ref_cfg, out_dir=str(tmp_path / 'run'))
-    err = tmp_path / 'stderr.txt'
+def spawn_run(cfg: TrainConfig, until, env: dict, timeout: float = 300):
+    "Train `cfg` in a process (and session) of its own and SIGKILL it once `until()` holds; fails if it ends first."
+    err = Path(cfg.out_dir).with_name('stderr.txt')
     with open(err, 'w') as ferr:
-        proc = subprocess.Popen([sys.executable, '-c', RUN, json.dumps(asdict(cfg))], cwd=ROOT, env=venv_path_env,
+        proc = subprocess.Popen([sys.executable, '-c', RUN, json.dumps(asdict(cfg))], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=ferr, start_new_session=True)
         try:
-            deadline = time.monotonic() + 300
-            while proc.poll() is None and len(read_log(cfg.out_dir)) < 2 and time.monotonic() < deadline: time.sleep(0.02)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and not until() and time.monotonic() < deadline: time.sleep(0.02)
             assert proc.poll() is None, f'the run ended before it could be killed:\n{err.read_text()[-3000:]}'
-            assert len(read_log(cfg.out_dir)) >= 2, 'no second epoch within the deadline'
+            assert until(), f'the run did not reach the kill point in {timeout} s'
         finally:
             if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_kill_and_resume(tmp_path, venv_path_env, reference_run):
+    "A run killed (SIGKILL) after its second epoch resumes from last.pt and ends exactly where an uninterrupted run does."
+    ref_cfg, ref = reference_run
+    cfg = replace(ref_cfg, out_dir=str(tmp_path / 'run'))
+    spawn_run(cfg, lambda: len(read_log(cfg.out_dir)) >= 2, venv_path_env)
     killed_at = len(read_log(cfg.out_dir))
     assert 2 <= killed_at < cfg.num_epochs
     assert not (tmp_path / 'run' / 'metrics.json').exists(), 'a killed run must not look complete'
@@ -119,15 +124,24 @@ def test_kill_and_resume(tmp_path, venv_path_env, reference_run):
     assert same_weights(Path(cfg.out_dir) / 'best.pt', Path(ref_cfg.out_dir) / 'best.pt')
 
 
-def test_validation_budget(tmp_path, venv_path_env):
-    """`minisweep train --max-validations 2` over 6 epochs: two validations, after epochs 3 and 6 (the last step), best.pt
-    the better of the two, last.pt the last epoch."""
+@pytest.fixture(scope='module')
+def budget_run(tmp_path_factory, session_env):
+    """`minisweep train --max-validations 2` over 6 epochs: the run of `sample_cfg(subset_size=0.5, num_epochs=6,
+    max_validations=2)` (the flags are its fields), made by the console script. The kill below must end where it ends."""
+    d = tmp_path_factory.mktemp('budget')
     args = ['train', '--model', 'resnet18', '--subset-sizes', '0.5', '--num-epochs', '6', '--batch-size', '32', '--image-size', '64',
-            '--dataset', '', '--device', 'cpu', '--no-bf16', '--max-validations', '2', '--checkpoint-dir', str(tmp_path)]
-    p = subprocess.run([MINISWEEP, *args], cwd=tmp_path, env=venv_path_env, capture_output=True, text=True, timeout=600)
+            '--dataset', '', '--device', 'cpu', '--no-bf16', '--max-validations', '2', '--checkpoint-dir', str(d)]
+    env = dict(os.environ, PATH=os.pathsep.join([str(VENV_BIN), os.environ.get('PATH', '')]))      # offline, the session's cache
+    p = subprocess.run([MINISWEEP, *args], cwd=d, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    (run,) = [m.parent for m in tmp_path.rglob('metrics.json')]
-    m, log = json.loads((run / 'metrics.json').read_text()), read_log(run)
+    (run,) = [m.parent for m in d.rglob('metrics.json')]
+    return sample_cfg(run, subset_size=0.5, num_epochs=6, max_validations=2), json.loads((run / 'metrics.json').read_text())
+
+
+def test_validation_budget(budget_run):
+    """Two validations, after epochs 3 and 6 (the last step), best.pt the better of the two, last.pt the last epoch."""
+    cfg, m = budget_run
+    run, log = Path(cfg.out_dir), read_log(cfg.out_dir)
     assert [(r['epoch'], r['step']) for r in log] == [(3, 18), (6, 36)]      # 200 images, 6 steps an epoch
     assert m['validations'] == 2 and m['epochs_run'] == m['planned_epochs'] == 6 and m['steps'] == 36
     best = min(log, key=lambda r: r['val_top5_error'])
@@ -136,24 +150,13 @@ def test_validation_budget(tmp_path, venv_path_env):
     assert all(0 < r['val_seconds'] < r['seconds'] for r in log)
 
 
-def test_kill_between_validations_and_resume(tmp_path, venv_path_env):
+def test_kill_between_validations_and_resume(tmp_path, venv_path_env, budget_run):
     """With a budget, last.pt is written at validations only: a run killed after its first validation resumes from it,
-    trains the epochs since then again, and ends exactly where an uninterrupted run does."""
-    ref_cfg = sample_cfg(tmp_path / 'reference', subset_size=0.5, num_epochs=6, max_validations=2)
-    ref = train_run(ref_cfg)
+    trains the epochs since then again, and ends exactly where the uninterrupted run of the console script does."""
+    ref_cfg, ref = budget_run
     cfg = replace(ref_cfg, out_dir=str(tmp_path / 'run'))
     last = tmp_path / 'run' / 'last.pt'
-    err = tmp_path / 'stderr.txt'
-    with open(err, 'w') as ferr:
-        proc = subprocess.Popen([sys.executable, '-c', RUN, json.dumps(asdict(cfg))], cwd=ROOT, env=venv_path_env,
-                                stdout=subprocess.DEVNULL, stderr=ferr, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while proc.poll() is None and not last.exists() and time.monotonic() < deadline: time.sleep(0.02)
-            assert proc.poll() is None, f'the run ended before it could be killed:\n{err.read_text()[-3000:]}'
-        finally:
-            if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    spawn_run(cfg, last.exists, venv_path_env)
     assert load_checkpoint(last)['epoch'] == 3 and len(read_log(cfg.out_dir)) == 1
     assert not (tmp_path / 'run' / 'metrics.json').exists()
 
