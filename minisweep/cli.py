@@ -12,8 +12,8 @@ from . import __version__
 from .core import DEFAULT_DATASET, LAYOUT, UserError, check_fraction, subset_folder
 
 # %% auto #0
-__all__ = ['HAND_WRITTEN', 'DEMO', 'COMMANDS', 'setting_flags', 'Parser', 'make_parser', 'cmd_sweep', 'cmd_prepare', 'cmd_train',
-           'cmd_eval', 'cmd_curves', 'cmd_demo', 'main']
+__all__ = ['HAND_WRITTEN', 'SUBCOMMANDS', 'DEMO', 'COMMANDS', 'setting_flags', 'Parser', 'make_parser', 'cmd_sweep',
+           'cmd_prepare', 'cmd_train', 'cmd_eval', 'cmd_curves', 'cmd_demo', 'main']
 
 # %% ../nbs/06_cli.ipynb #st_01
 import functools
@@ -109,18 +109,13 @@ def _learning_rate_grid(items: list | None):
     return grid
 
 # %% ../nbs/06_cli.ipynb #sp10
-def make_parser() -> Parser:
-    "The `minisweep` argument parser."
-    p = Parser(prog='minisweep', description='Learning curves: how much does more data buy a model?')
-    p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
-    sub = p.add_subparsers(dest='command', required=True, parser_class=Parser, metavar='{sweep,prepare,train,eval,curves,demo}')
-
+def _sweep_parser(sub):
     s = sub.add_parser('sweep', help='train every (model, subset size, seed), evaluate, draw the curves',
                        description='Train every (model, subset size, seed) of the grid with the papermill job, evaluate on '
                                    'the test split, draw the curves. Rerun the same command to resume.')
     s.add_argument('--models', nargs='+', default=['alexnet', 'resnet18'], help='architectures (default: %(default)s)')
     s.add_argument('--subset-sizes', nargs='+', type=_fraction, default=None,
-                   help='fractions of each class, in (0, 1] (default: 1, 1/2, ..., 1/64)')
+                   help='fractions of each class, in (0, 1], as 0.125 or 1/8 (default: 1, 1/2, ..., 1/64)')
     s.add_argument('--seeds', nargs='+', type=int, default=[0], help='seeds (default: %(default)s)')
     s.add_argument('--learning-rates', nargs='+', type=_lr_item, default=None, metavar='LR|MODEL=LR,LR',
                    help='tune the learning rate: peak rates at --batch-size for every model (0.05 0.1 0.2) or per model '
@@ -136,6 +131,8 @@ def make_parser() -> Parser:
     s.add_argument('--max-retries', type=int, default=1, help='Ray: retries of a failed run (default %(default)s)')
     _train_flags(s, 'sweep')
 
+# %% ../nbs/06_cli.ipynb #sp19
+def _prepare_parser(sub):
     r = sub.add_parser('prepare', help='decode every split of a dataset into the cache, ahead of a sweep',
                        description='Open the dataset (a Hub id is downloaded) and decode every split at the size runs of '
                                    '--image-size read, into the cache ($MINISWEEP_CACHE, default ~/.cache/minisweep). '
@@ -143,15 +140,19 @@ def make_parser() -> Parser:
     setting_flags(r, ['image_size'])
     _dataset_flags(r)
 
+# %% ../nbs/06_cli.ipynb #sp20
+def _train_parser(sub):
     t = sub.add_parser('train', help="the seed's train.py: train on each subset size",
                        description="The seed project's train.py: one run per subset size, written to "
                                    "<checkpoint-dir>/<model>/<timestamp>/subset_<size:.4f>/.")
     t.add_argument('--model', required=True, help='alexnet or resnet18')
-    t.add_argument('--subset-sizes', nargs='+', type=_fraction, default=[1.0], help='fractions of each class, in (0, 1] (default 1)')
+    t.add_argument('--subset-sizes', nargs='+', type=_fraction, default=[1.0], help='fractions of each class, in (0, 1], as 0.5 or 1/2 (default 1)')
     t.add_argument('--checkpoint-dir', default='checkpoints', help='where runs go (default %(default)s)')
     t.add_argument('--seed', type=int, default=0, help='seed (default %(default)s)')
     _train_flags(t, 'train')
 
+# %% ../nbs/06_cli.ipynb #sp21
+def _eval_parser(sub):
     e = sub.add_parser('eval', help="the seed's eval.py: test every finished run of a folder",
                        description='Evaluate the best checkpoint of every finished run under --checkpoint-dir on the test '
                                    'split; writes results.json and results.csv there.')
@@ -160,16 +161,31 @@ def make_parser() -> Parser:
     e.add_argument('--split', default='test', choices=['test', 'validation'], help='split to evaluate (default %(default)s)')
     setting_flags(e, ['device'])
 
+# %% ../nbs/06_cli.ipynb #sp22
+def _curves_parser(sub):
     c = sub.add_parser('curves', help='draw learning curves from results files',
                        description='Top-5 and top-1 error against training-set size, with a power-law fit per model.')
     c.add_argument('results', nargs='+', help='results.json (or .csv) files')
     c.add_argument('--out', default='output', help='folder for the figures (default %(default)s)')
 
+# %% ../nbs/06_cli.ipynb #sp23
+def _demo_parser(sub):
     d = sub.add_parser('demo', help='the whole sweep on the shipped sample, on any machine (a few minutes on a CPU)',
                        description='Both models, four subset sizes, two seeds, on the 10-class sample shipped with minisweep.')
     d.add_argument('--out', default='runs/demo', help='sweep folder (default %(default)s)')
     d.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
     setting_flags(d, ['device'])
+
+SUBCOMMANDS = dict(sweep=_sweep_parser, prepare=_prepare_parser, train=_train_parser, eval=_eval_parser,
+                   curves=_curves_parser, demo=_demo_parser)   # in the order --help lists them
+
+# %% ../nbs/06_cli.ipynb #sp24
+def make_parser() -> Parser:
+    "The `minisweep` argument parser: one subcommand per entry of `SUBCOMMANDS`."
+    p = Parser(prog='minisweep', description='Learning curves: how much does more data buy a model?')
+    p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    sub = p.add_subparsers(dest='command', required=True, parser_class=Parser, metavar='{' + ','.join(SUBCOMMANDS) + '}')
+    for add in SUBCOMMANDS.values(): add(sub)
     return p
 
 # %% ../nbs/06_cli.ipynb #c008
