@@ -15,7 +15,7 @@ with warnings.catch_warnings():      # tqdm.auto (datasets and huggingface_hub i
     warnings.simplefilter('ignore'); import tqdm.autonotebook
 from tqdm import tqdm
 
-from .core import DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, check_fraction, n_workers
+from .core import DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, check_fraction, n_workers, setting_problem
 
 # %% auto #0
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
@@ -438,7 +438,7 @@ class Batches:
         self.device, self.channels_last, self.pad_last = torch.device(device), channels_last, pad_last
         self.indices = torch.as_tensor(np.arange(len(cache)) if indices is None else np.asarray(indices), dtype=torch.long)
         if len(self.indices) == 0: raise UserError('no images to make batches of')
-        if self.bs < 1: raise UserError(f'batch size {batch_size} must be at least 1')
+        if problem := setting_problem('batch_size', self.bs): raise UserError(f'batch_size {problem}, got {batch_size!r}')   # the settings' one rule
         if train and self.bs > len(self.indices):
             raise UserError(f'batch size {self.bs} is larger than the {len(self.indices)} training images of this subset')
         self.images = device_images(cache.images, self.device) if images is None else images
