@@ -173,14 +173,14 @@ def check_syncs(ctx):
 def check_rng(ctx):
     "The run's random state saved through a checkpoint file, restored, and the same numbers drawn again."
     import torch
-    from minisweep.train import CKPT_FORMAT, atomic_save, load_checkpoint, _rng_state, _set_rng_state
+    from minisweep.train import CKPT_FORMAT, atomic_save, load_checkpoint, rng_state, set_rng_state
     dev = ctx['device']
     draw = lambda: (torch.rand(3).tolist(), torch.rand(3, device=dev).tolist())
     torch.manual_seed(5); draw()
     path = Path(ctx['work']) / 'rng.pt'
-    atomic_save(dict(format=CKPT_FORMAT, rng=_rng_state(dev)), path)
+    atomic_save(dict(format=CKPT_FORMAT, rng=rng_state(dev)), path)
     first = draw(); draw()
-    _set_rng_state(load_checkpoint(path, keys=('rng',))['rng'])
+    set_rng_state(load_checkpoint(path, keys=('rng',))['rng'])
     again = draw()
     return dict(passed=first == again, device=str(dev))
 

@@ -22,9 +22,9 @@ from .models import check_image_size, create_model, default_lr, model_spec
 __all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'resolve_device', 'TrainConfig', 'param_groups', 'lr_factor',
            'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported',
            'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save', 'CorruptCheckpoint',
-           'load_checkpoint', 'TrainingDiverged', 'check_select_on', 'open_splits', 'prepare_data', 'training_memory',
-           'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars', 'resume_run', 'train_one_epoch',
-           'record_validation', 'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
+           'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on', 'open_splits',
+           'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars',
+           'resume_run', 'train_one_epoch', 'record_validation', 'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
 
 # %% ../nbs/02_train.ipynb #c006
 from .core import SELECT_ON, Settings      # the fields, documented, in the torch-free core: the command line reads them
@@ -199,7 +199,7 @@ class TrainingDiverged(Exception):
     "The training loss became NaN or infinite."
 
 # %% ../nbs/02_train.ipynb #sp13
-def _rng_state(device: torch.device) -> dict:
+def rng_state(device: torch.device) -> dict:
     "Every generator's state as tensors, lists and numbers (what a weights-only load reads); on CUDA the current device's only."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return dict(torch=torch.get_rng_state(), python=random.getstate(),
@@ -207,8 +207,8 @@ def _rng_state(device: torch.device) -> dict:
                 cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None)
 
 # %% ../nbs/02_train.ipynb #sp14
-def _set_rng_state(s: dict):
-    "Restore what `_rng_state` saved; the CUDA state goes to the current device, however many GPUs the saving run saw."
+def set_rng_state(s: dict):
+    "Restore what `rng_state` saved; the CUDA state goes to the current device, however many GPUs the saving run saw."
     n = s['numpy']
     torch.set_rng_state(s['torch']); random.setstate(s['python'])
     np.random.set_state((n['kind'], np.array(n['keys'], dtype=np.uint32), n['pos'], n['has_gauss'], n['gauss']))
@@ -308,7 +308,6 @@ def train_epoch(model,                  # the model, on `device`
         if bar.disable is False and i % 25 == 0: bar.set_postfix(loss=f'{loss.item():.3f}', refresh=False)
     return loss_sum.item() / seen, 1 - correct.item() / seen, seen
 
-_epoch = train_epoch      # the name `train_run` calls it by
 
 # %% ../nbs/02_train.ipynb #k02
 TB_SCALARS = dict(train_loss='loss/train', val_loss='loss/validation', train_top1_error='top1_error/train',
@@ -350,7 +349,7 @@ def resume_run(run_dir: Path, cfg: TrainConfig, model: nn.Module, opt, sched, da
             ck = load_checkpoint(last, keys=RESUME_KEYS)
             _check_same_run(run_dir, ck['config'], cfg)
             model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-            state = ck['state']; _set_rng_state(ck['rng'])
+            state = ck['state']; set_rng_state(ck['rng'])
             state.setdefault('bad_validations', state.pop('bad_epochs', 0))   # a last.pt from before the budget
         except CorruptCheckpoint as e:
             warnings.warn(f'{e}: starting the run again from scratch')
@@ -373,7 +372,7 @@ def train_one_epoch(model: nn.Module, crit, opt, sched, data: dict, device: torc
     lr = opt.param_groups[0]['lr']
     with tqdm(total=length['steps_per_epoch'] * cfg.batch_size, desc=f'{cfg.model} {cfg.subset_size:g} epoch {epoch}/{length["epochs"]}',
               unit='img', disable=None if cfg.progress else True, leave=False) as bar:
-        train_loss, train_err, seen = _epoch(model, data['train'], opt, sched, crit, device, cfg.bf16, bar)
+        train_loss, train_err, seen = train_epoch(model, data['train'], opt, sched, crit, device, cfg.bf16, bar)
     if device.type == 'cuda': torch.cuda.synchronize(device)
     if not math.isfinite(train_loss):
         raise TrainingDiverged(f'the training loss became {train_loss} in epoch {epoch}: the learning rate '
@@ -393,7 +392,7 @@ def record_validation(run_dir: Path, cfg: TrainConfig, state: dict, row: dict, m
     _append_log(run_dir, row)
     if writer: log_scalars(writer, row)
     atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                     state=dict(state), rng=_rng_state(device), config=asdict(cfg), epoch=row['epoch'],
+                     state=dict(state), rng=rng_state(device), config=asdict(cfg), epoch=row['epoch'],
                      classes=data['classes'], n_train=data['n_train']), run_dir / 'last.pt')
     if improved: atomic_save(_best_checkpoint(model, cfg, row['epoch'], row, data), run_dir / 'best.pt')
     return improved

@@ -271,13 +271,13 @@ def draws():
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     "Saved with the checkpoint and loaded weights-only, the random states give the same draws again (numpy's cached gaussian too)."
     import random, numpy as np
-    from minisweep.train import CKPT_FORMAT, _rng_state, _seed_everything, _set_rng_state, atomic_save
+    from minisweep.train import CKPT_FORMAT, rng_state, _seed_everything, set_rng_state, atomic_save
     _seed_everything(3); np.random.randn(1)                         # a gaussian half used: has_gauss is set
-    state = _rng_state(torch.device('cpu'))
+    state = rng_state(torch.device('cpu'))
     atomic_save(dict(format=CKPT_FORMAT, model={}, config={}, epoch=1, classes=[], rng=state), tmp_path / 'last.pt')
     expected = draws()
     _seed_everything(4); draws()
-    _set_rng_state(load_checkpoint(tmp_path / 'last.pt')['rng'])
+    set_rng_state(load_checkpoint(tmp_path / 'last.pt')['rng'])
     assert draws() == expected
     _seed_everything(4)
     assert draws() != expected                                      # the comparison can fail
@@ -286,26 +286,26 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
 def test_cuda_rng_state_is_the_current_devices_and_resumes_with_fewer_gpus(tmp_path, monkeypatch):
     """On CUDA a checkpoint keeps the current device's generator only. Simulated on the CPU: saved by a run on GPU 2 of 4
     (the old way, every device's state, would not restore where fewer are visible), restored where one GPU is visible."""
-    from minisweep.train import CKPT_FORMAT, _rng_state, _set_rng_state, atomic_save
+    from minisweep.train import CKPT_FORMAT, rng_state, set_rng_state, atomic_save
     states = {d: torch.full((16,), d, dtype=torch.uint8) for d in range(4)}
     visible, current, restored = [4], [2], []
     def get_rng_state(device='cuda'):
         return states[current[0]].clone()
-    def set_rng_state(s, device='cuda'):
+    def fake_set_rng_state(s, device="cuda"):
         if current[0] >= visible[0]: raise RuntimeError('invalid device ordinal')
         restored.append((current[0], s.clone()))
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: visible[0])
     monkeypatch.setattr(torch.cuda, 'get_rng_state', get_rng_state)
-    monkeypatch.setattr(torch.cuda, 'set_rng_state', set_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", fake_set_rng_state)
     def all_states(): raise AssertionError("every device's state was asked for")
     monkeypatch.setattr(torch.cuda, 'get_rng_state_all', all_states)
     monkeypatch.setattr(torch.cuda, 'set_rng_state_all', lambda s: all_states())
-    state = _rng_state(torch.device('cuda'))
+    state = rng_state(torch.device('cuda'))
     assert torch.equal(state['cuda'], states[2])
     atomic_save(dict(format=CKPT_FORMAT, model={}, config={}, epoch=1, classes=[], rng=state), tmp_path / 'last.pt')
     visible[0], current[0] = 1, 0                                   # resumed where one GPU is visible (cuda:0)
-    _set_rng_state(load_checkpoint(tmp_path / 'last.pt')['rng'])
+    set_rng_state(load_checkpoint(tmp_path / 'last.pt')['rng'])
     assert len(restored) == 1 and restored[0][0] == 0 and torch.equal(restored[0][1], states[2])
 
 
