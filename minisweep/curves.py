@@ -393,7 +393,7 @@ def edge_notes(df: pd.DataFrame) -> list:
     "One sentence per (model, size) whose selected learning rate is the smallest or largest of its grid."
     return [f'{r.model} at {r.n_train:,} training images (subset {r.subset_size:g}): the selected learning rate {r.selected:g} '
             f'is the {r.edge} of its grid ({", ".join(f"{x:g}" for x in r.rates)}), so the best rate may lie '
-            f'{"below" if r.edge == "smallest" else "above"} it: extend the grid' for r in tuning_table(df).itertuples() if r.edge]
+            f'{"below" if r.edge == "smallest" else "above"} it: extend the grid (the same command with more rates and the same --out keeps the finished runs)' for r in tuning_table(df).itertuples() if r.edge]
 
 # %% ../nbs/04_curves.ipynb #sp09
 def _fmt(v, spec='.3f'): return '–' if not np.isfinite(v) else format(v, spec)

@@ -18,9 +18,10 @@ from .ray_executor import check_ray, run_ray
 from .train import TrainConfig, check_select_on, run_length, validation_epochs
 
 # %% auto #0
-__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'EXECUTORS', 'Sweep', 'versions', 'git_commit', 'now', 'SweepRecord', 'sweep_lock',
-           'fmt_secs', 'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table',
-           'check_sweep', 'pending_jobs', 'run_jobs', 'report_sweep', 'run_sweep', 'run_state', 'plan', 'plan_text']
+__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'EXECUTORS', 'Sweep', 'versions', 'git_commit', 'now', 'grows', 'SweepRecord',
+           'sweep_lock', 'fmt_secs', 'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult',
+           'failure_table', 'check_sweep', 'pending_jobs', 'run_jobs', 'report_sweep', 'run_sweep', 'run_state', 'plan',
+           'plan_text']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -147,6 +148,14 @@ def git_commit() -> str | None:
 # %% ../nbs/05_sweep.ipynb #sp03
 def now() -> str: return dt.datetime.now().astimezone().isoformat(timespec='seconds')
 
+# %% ../nbs/05_sweep.ipynb #gr_02
+def grows(old: dict,      # a sweep.json's content
+          sweep: Sweep,   # the sweep asked for now
+         ) -> bool:
+    "Whether `sweep` is the recorded sweep with more models, sizes, seeds or learning rates and the same settings, every recorded run in its folder."
+    new = json.loads(json.dumps(sweep.identity()))
+    return old['identity'].get('train') == new['train'] and set(old.get('runs', {})) <= {sweep.key(*r) for r in sweep.runs()}
+
 # %% ../nbs/05_sweep.ipynb #sp04
 class SweepRecord:
     "`sweep.json` of a sweep folder, saved atomically on every change."
@@ -154,14 +163,17 @@ class SweepRecord:
         self.sweep, self.path = sweep, Path(sweep.out) / 'sweep.json'
         self.path.parent.mkdir(parents=True, exist_ok=True)
         old = self._read()
-        if old is not None and old.get('identity') != json.loads(json.dumps(sweep.identity())):
+        self.grown = old is not None and old.get('identity') != json.loads(json.dumps(sweep.identity()))
+        if self.grown and not grows(old, sweep):
             raise UserError(f'{sweep.out} holds a sweep with another grid or other settings ({self._diff(old["identity"])}): '
-                            f'start a new one with another --out, or rerun the original command to resume it')
+                            f'start a new one with another --out, rerun the original command to resume it, or grow its grid '
+                            f'(more models, sizes, seeds or learning rates, the same settings)')
         grid = dict(models=sweep.models, subset_sizes=sweep.subset_sizes, seeds=sweep.seeds)
         if sweep.learning_rates:   # the peak rate of every run, each model's default resolved
             grid['learning_rates'] = {m: [sweep.config(m, 1, 0, lr).lr for lr in sweep.rates(m)] for m in sweep.models}
         self.data = old or dict(format=SWEEP_FORMAT, identity=sweep.identity(), grid=grid, train=sweep.train, started=now(),
                                 runs={})
+        if self.grown: self.data.update(identity=sweep.identity(), grid=grid, grown=now())   # every recorded run is kept
         self.data.update(versions=versions(), git_commit=git_commit(), dataset=sweep.train.get('dataset') or 'minisweep sample',
                          resumed=now() if old else None, ended=None)
         for m, f, s, lr in sweep.runs():
@@ -469,8 +481,8 @@ def plan(sweep: Sweep) -> 'pd.DataFrame':
     import pandas as pd
     sweep.check()
     record = Path(sweep.out) / 'sweep.json'
-    old = json.loads(record.read_text()).get('identity') if record.exists() else None
-    if old is not None and old != json.loads(json.dumps(sweep.identity())):
+    old = json.loads(record.read_text()) if record.exists() else None
+    if old is not None and old.get('identity') != json.loads(json.dumps(sweep.identity())) and not grows(old, sweep):
         raise UserError(f'{sweep.out} holds a sweep with another grid or other settings: plan a new one with another --out, '
                         f'or the original command to see where it stands')
     first = sweep.config(sweep.models[0], 1, 0)
