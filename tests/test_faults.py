@@ -84,7 +84,9 @@ def descendants(pid: int) -> dict:
     "Every live process below `pid` (children of all its threads, recursively): {pid: start time}."
     out, todo = {}, [pid]
     while todo:
-        for task in Path(f'/proc/{todo.pop()}/task').glob('*'):
+        try: tasks = list(Path(f'/proc/{todo.pop()}/task').iterdir())
+        except OSError: continue            # it ended while we looked
+        for task in tasks:
             try: kids = [int(k) for k in (task / 'children').read_text().split()]
             except (OSError, ValueError): continue
             for k in kids:
@@ -629,7 +631,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*SW, '--subset-sizes', '0'], 'outside (0, 1]'),
     ([*SW, '--subset-sizes', '-0.5'], 'outside (0, 1]'),
     ([*SW, '--subset-sizes', '1.5'], 'outside (0, 1]'),
-    ([*SW, '--subset-sizes', 'nan'], 'outside (0, 1]'),
+    ([*SW, '--subset-sizes', 'nan'], 'is not a number'),
     ([*SW, '--seeds', 'x'], "invalid int value: 'x'"),
     ([*SW, '--seeds', '-1'], 'seed'),
     ([*SW, '--num-epochs', '0'], '0 must be at least 1'),
