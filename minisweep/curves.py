@@ -299,22 +299,10 @@ def _y_range(ax, *values, pad=0.08):
     margin = max(0.02, pad * (hi - lo))
     ax.set_ylim(max(0.0, lo - margin), min(1.0, hi + margin))
 
-# %% ../nbs/04_curves.ipynb #sp07
-def plot_curve(
-    df: pd.DataFrame, # rows of `load_results`
-    model: str, # the model whose runs to draw
-    ax, # a matplotlib Axes to draw on
-    metric:str='top5_error', # the error column on the y axis
-    fit:PowerLawFit|None=None, # a fit of these runs already made; None: fit here
-):
-    "Draw `metric` against n_train for `model`: runs with their test set's 95% interval, mean ± sd band, power-law fit and its extrapolation (as far as `extrapolation_limit` allows); return the fit or None."
-    d = df[df.model == model]
-    if d.empty: raise UserError(f'no runs of model {model!r} (models: {", ".join(pd.unique(df.model))})')
-    tuned = 'learning_rate' in d and d.groupby('subset_size').learning_rate.nunique().max() > 1
-    d = _tuned(d)
-    agg = dict(mean=(metric, 'mean'), sd=(metric, 'std')) | (dict(lr=('learning_rate', 'first')) if tuned else {})
-    g = d.groupby('n_train').agg(**agg).reset_index()
-    seeds, shown = d.seed.nunique(), [d[metric]]                  # `shown`: every value drawn, for the y range
+# %% ../nbs/04_curves.ipynb #pc_c1
+def _draw_runs(ax, d, g, metric, tuned):
+    "The runs of `d` with their 95% intervals, the mean over seeds (its band with several seeds), each size's chosen rate when `tuned`; return every value drawn."
+    seeds, shown = d.seed.nunique(), [d[metric]]
     if seeds > 1:
         ax.fill_between(g.n_train, g['mean'] - g['sd'], g['mean'] + g['sd'], color='C0', alpha=0.18, lw=0, label='mean ± sd over seeds')
         shown += [g['mean'] - g['sd'], g['mean'] + g['sd']]
@@ -332,32 +320,41 @@ def plot_curve(
                     elinewidth=0.8, capsize=2, zorder=3, label=f'{runs}, 95% interval of {images} {_split_of(d) or "evaluated"} images')
         shown += [lo, hi]
     else: ax.scatter(d.n_train, d[metric], s=16, color='C0', alpha=0.75, zorder=3, label=runs)
-    if 'num_classes' in d and metric.replace('val_', '') in ('top1_error', 'top5_error'):
-        k = 5 if 'top5' in metric else 1
-        chance = 1 - k / d.num_classes.iloc[0]
-        ax.axhline(chance, color='0.5', ls=':', lw=1, label=f'chance ({chance:.2f})')
-        shown.append(chance)
+    return shown
+
+# %% ../nbs/04_curves.ipynb #pc_c2
+def _draw_chance(ax, d, metric):
+    "A dotted line at chance error, 1 - k/classes for a top-k error; return it as drawn values ([] when the metric has no chance level)."
+    if 'num_classes' not in d or metric.replace('val_', '') not in ('top1_error', 'top5_error'): return []
+    chance = 1 - (5 if 'top5' in metric else 1) / d.num_classes.iloc[0]
+    ax.axhline(chance, color='0.5', ls=':', lw=1, label=f'chance ({chance:.2f})')
+    return [chance]
+
+# %% ../nbs/04_curves.ipynb #pc_c3
+def _draw_fit(ax, d, metric, fit):
+    "The power law through the measured range, dashed beyond it as far as `extrapolation_limit` allows with the predictions marked; return (fit, values drawn)."
     n_max = d.n_train.max()
-    if g.n_train.nunique() >= 3:
-        if fit is None: fit = fit_power_law(d.n_train, d[metric])
-        xs = np.geomspace(d.n_train.min(), n_max, 100)
-        ax.plot(xs, fit.predict(xs), color='C3', lw=1.5, label=f'fit {fit.formula()}')
-        if fit.at_bound: ax.plot([], [], ls='none', label=fit.bounds())
-        shown.append(fit.predict(xs))
-        factor, rule = extrapolation_limit(fit)
-        if factor > 1:
-            xe = np.geomspace(n_max, factor * n_max, 50)
-            ax.plot(xe, fit.predict(xe), color='C3', lw=1.5, ls='--')
-            marks = sorted({m for m in (2.0, 10.0) if m <= factor * (1 + 1e-9)} | {round(factor, 6)})
-            xm = np.array(marks) * n_max
-            ym, sd = fit.predict(xm), fit.predict_sd(xm)
-            ax.errorbar(xm, ym, yerr=sd, ls='none', marker='D', ms=5, mfc='white', color='C3', capsize=2, label=
-                        'extrapolated: ' + ', '.join(f'{y:.3f} ± {s:.3f} at {m:.2g}x' for m, y, s in zip(marks, ym, sd)) + f' (limit: {rule})')
-            shown += [fit.predict(xe), ym - sd, ym + sd]
-        else: ax.plot([], [], ls='none', label=f'not extrapolated: {rule}')
-    else:
-        fit = None
-        ax.text(0.03, 0.04, 'fit needs >= 3 sizes', transform=ax.transAxes, color='C3', fontsize=9)
+    if fit is None: fit = fit_power_law(d.n_train, d[metric])
+    xs = np.geomspace(d.n_train.min(), n_max, 100)
+    ax.plot(xs, fit.predict(xs), color='C3', lw=1.5, label=f'fit {fit.formula()}')
+    if fit.at_bound: ax.plot([], [], ls='none', label=fit.bounds())
+    shown = [fit.predict(xs)]
+    factor, rule = extrapolation_limit(fit)
+    if factor <= 1:
+        ax.plot([], [], ls='none', label=f'not extrapolated: {rule}')
+        return fit, shown
+    xe = np.geomspace(n_max, factor * n_max, 50)
+    ax.plot(xe, fit.predict(xe), color='C3', lw=1.5, ls='--')
+    marks = sorted({m for m in (2.0, 10.0) if m <= factor * (1 + 1e-9)} | {round(factor, 6)})
+    xm = np.array(marks) * n_max
+    ym, sd = fit.predict(xm), fit.predict_sd(xm)
+    ax.errorbar(xm, ym, yerr=sd, ls='none', marker='D', ms=5, mfc='white', color='C3', capsize=2, label=
+                'extrapolated: ' + ', '.join(f'{y:.3f} ± {s:.3f} at {m:.2g}x' for m, y, s in zip(marks, ym, sd)) + f' (limit: {rule})')
+    return fit, shown + [fit.predict(xe), ym - sd, ym + sd]
+
+# %% ../nbs/04_curves.ipynb #pc_c4
+def _style_axes(ax, d, model, metric, shown):
+    "Log x axis with sizes as 800, 5k; the split in the labels; a y range spanning `shown`; the legend below the axes."
     ax.set_xscale('log')
     ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(FuncFormatter(_n_format))
@@ -368,6 +365,30 @@ def plot_curve(
     _y_range(ax, *shown)
     ax.grid(True, which='major', alpha=0.3)
     ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5, frameon=False)
+
+# %% ../nbs/04_curves.ipynb #sp07
+def plot_curve(
+    df: pd.DataFrame, # rows of `load_results`
+    model: str, # the model whose runs to draw
+    ax, # a matplotlib Axes to draw on
+    metric:str='top5_error', # the error column on the y axis
+    fit:PowerLawFit|None=None, # a fit of these runs already made; None: fit here
+):
+    "Draw `metric` against n_train for `model`: runs with their test set's 95% interval, mean ± sd band, power-law fit and its extrapolation (as far as `extrapolation_limit` allows); return the fit or None."
+    d = df[df.model == model]
+    if d.empty: raise UserError(f'no runs of model {model!r} (models: {", ".join(pd.unique(df.model))})')
+    tuned = 'learning_rate' in d and d.groupby('subset_size').learning_rate.nunique().max() > 1
+    d = _tuned(d)
+    agg = dict(mean=(metric, 'mean'), sd=(metric, 'std')) | (dict(lr=('learning_rate', 'first')) if tuned else {})
+    g = d.groupby('n_train').agg(**agg).reset_index()
+    shown = _draw_runs(ax, d, g, metric, tuned) + _draw_chance(ax, d, metric)
+    if g.n_train.nunique() >= 3:
+        fit, drawn = _draw_fit(ax, d, metric, fit)
+        shown += drawn
+    else:
+        fit = None
+        ax.text(0.03, 0.04, 'fit needs >= 3 sizes', transform=ax.transAxes, color='C3', fontsize=9)
+    _style_axes(ax, d, model, metric, shown)
     return fit
 
 # %% ../nbs/04_curves.ipynb #c036
