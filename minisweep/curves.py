@@ -352,6 +352,15 @@ def _draw_fit(ax, d, metric, fit):
                 'extrapolated: ' + ', '.join(f'{y:.3f} ± {s:.3f} at {m:.2g}x' for m, y, s in zip(marks, ym, sd)) + f' (limit: {rule})')
     return fit, shown + [fit.predict(xe), ym - sd, ym + sd]
 
+# %% ../nbs/04_curves.ipynb #pc_w1
+def _wrap(label: str, width: int = 44) -> str:
+    "`label` over lines of at most `width` characters (a longer word stays whole), broken between words, never inside $math$."
+    lines = ['']
+    for w in re.findall(r'\$[^$]*\$\S*|\S+', label):
+        if lines[-1] and len(lines[-1]) + 1 + len(w) > width: lines.append(w)
+        else: lines[-1] = f'{lines[-1]} {w}'.strip()
+    return '\n'.join(lines)
+
 # %% ../nbs/04_curves.ipynb #pc_c4
 def _style_axes(ax, d, model, metric, shown):
     "Log x axis with sizes as 800, 5k; the split in the labels; a y range spanning `shown`; the legend below the axes."
@@ -364,7 +373,9 @@ def _style_axes(ax, d, model, metric, shown):
     ax.set_title(f'{model}: {_measured_name(d, metric)} vs training-set size')
     _y_range(ax, *shown)
     ax.grid(True, which='major', alpha=0.3)
-    ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [_wrap(t) for t in labels], loc='upper center', bbox_to_anchor=(0.5, -0.13), ncols=2, fontsize=7.5,
+              frameon=False)
 
 # %% ../nbs/04_curves.ipynb #sp07
 def plot_curve(
