@@ -80,6 +80,12 @@ def _fraction(s: str) -> float:
     except UserError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
 # %% ../nbs/06_cli.ipynb #sp07
+def _target_error(s: str) -> float:
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not an error') from None
+    if not 0 < v < 1: raise argparse.ArgumentTypeError(f'target error {s} must be in (0, 1)')
+    return v
+
 def _rate(s: str) -> float:
     try: v = float(s)
     except ValueError: raise argparse.ArgumentTypeError(f'{s!r} is not a learning rate') from None
@@ -164,9 +170,13 @@ def _eval_parser(sub):
 # %% ../nbs/06_cli.ipynb #sp22
 def _curves_parser(sub):
     c = sub.add_parser('curves', help='draw learning curves from results files',
-                       description='Top-5 and top-1 error against training-set size, with a power-law fit per model.')
+                       description='Top-5 and top-1 error against training-set size, with a law fitted per model, '
+                                   'checked (lack of fit, backtest) and extrapolated only as far as the checks allow.')
     c.add_argument('results', nargs='+', help='results.json (or .csv) files')
     c.add_argument('--out', default='output', help='folder for the figures (default %(default)s)')
+    c.add_argument('--target-error', nargs='+', type=_target_error, default=[], metavar='ERROR',
+                   help='errors in (0, 1): print the training-set size each model needs to reach them, with its 95%% '
+                        'interval, or why the fit cannot say (also in fits.json)')
 
 # %% ../nbs/06_cli.ipynb #sp23
 def _demo_parser(sub):
@@ -257,8 +267,16 @@ def cmd_eval(a) -> int:
 def cmd_curves(a) -> int:
     from minisweep.curves import edge_notes, load_results, make_curves, plot_training_curves
     df = load_results(a.results)
-    paths = make_curves(df, a.out)
+    paths = make_curves(df, a.out, targets=a.target_error)
     for note in edge_notes(df): print(f'note: {note}')
+    if a.target_error:
+        fits = json.loads((Path(a.out) / 'fits.json').read_text())
+        for model, metrics in fits.items():
+            for metric, rec in metrics.items():
+                for t in (rec or {}).get('images_for_target', []):
+                    at = (f"{t['n']:,} images [{t['low']:,}, {t['high']:,}]" if t['n'] is not None and t['high'] is not None
+                          else f"{t['n']:,} images, {t['why_not']}" if t['n'] is not None else f"not given: {t['why_not']}")
+                    print(f"{model} {metric.replace('_', ' ')} {t['target']:g}: {at}")
     try: plot_training_curves(df, Path(a.out) / 'training_curves.png'); paths.append(Path(a.out) / 'training_curves.png')
     except UserError as e: warnings.warn(f'no training curves: {e}')
     print('\n'.join(map(str, paths)))

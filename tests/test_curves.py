@@ -1,32 +1,74 @@
-"""`minisweep curves` on results whose uncertainty cannot be estimated, or whose fit stops at a bound: the files a reader
-opens say so, and never show an uncertainty of zero. No training: the results are written by hand."""
+"""`minisweep curves` as a reader meets it, on results written by hand (no training): a study too small to check says
+so; a study drawn from a known law gets fits.json with intervals, its checks and images for a target error; a curve
+that bends is not extrapolated; bad targets are one line and exit 2."""
 import json, re
+
+import numpy as np
 
 from conftest import minisweep
 
 
-def row(model, n_train, top5, top1, seed=0):
-    return dict(model=model, subset_size=n_train / 400, learning_rate=0.01, seed=seed, n_train=n_train, top1_error=top1,
+def row(model, n_train, top5, top1, seed=0, n_test=100, classes=10, total=400, **more):
+    return dict(model=model, subset_size=n_train / total, learning_rate=0.01, seed=seed, n_train=n_train, top1_error=top1,
                 top5_error=top5, test_loss=2.0, best_epoch=8, val_top5_error=top5, val_top1_error=top1, val_loss=2.0,
-                select_on='val_top5_error', selected=True, default_learning_rate=0.01, train_seconds=1.0, num_classes=10,
-                dataset='', split='test', n_test=100, epochs=8, run_dir=f'{model}/subset_{n_train / 400:.4f}/seed_{seed}')
+                select_on='val_top5_error', selected=True, default_learning_rate=0.01, train_seconds=1.0,
+                num_classes=classes, dataset='', split='test', n_test=n_test, epochs=8,
+                run_dir=f'{model}/subset_{n_train / total:.4f}/seed_{seed}', **more)
 
 
-def test_curves_say_what_they_cannot_estimate(tmp_path, venv_path_env):
-    # alexnet: one seed at four sizes, its top-1 error at chance (0.9), where the fit stops at the bounds
-    runs = [row('alexnet', n, 2.5 * n ** -0.35 + e, 0.9) for n, e in zip((50, 100, 200, 400), (0.01, -0.01, 0.005, -0.005))]
-    runs += [row('resnet18', n, t5, t1) for n, t5, t1 in ((100, 0.50, 0.90), (200, 0.42, 0.85), (400, 0.37, 0.80))]  # one seed, three sizes
-    (tmp_path / 'results.json').write_text(json.dumps(dict(format='minisweep.results/1', split='test', runs=runs)))
-    p = minisweep('curves', tmp_path / 'results.json', '--out', tmp_path / 'fig', env=venv_path_env, cwd=tmp_path)
+def write(path, runs):
+    path.write_text(json.dumps(dict(format='minisweep.results/1', split='test', runs=runs)))
+    return path
+
+
+def test_a_study_too_small_to_check_says_so(tmp_path, venv_path_env):
+    runs = [row('resnet18', n, t5, t1) for n, t5, t1 in ((100, 0.50, 0.90), (200, 0.42, 0.85), (400, 0.37, 0.80))]
+    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     names = {f.name for f in (tmp_path / 'fig').iterdir()}
-    assert {f'{m}_curve.{x}' for m in ('alexnet', 'resnet18') for x in ('png', 'pdf')} | {'curves.png', 'curves.pdf'} <= names
+    assert {'resnet18_curve.png', 'resnet18_curve.pdf', 'curves.png', 'curves.pdf', 'summary.md', 'fits.json'} <= names
     md = (tmp_path / 'fig' / 'summary.md').read_text()
     assert not re.search(r'± 0\.0+(?![0-9])', md), md
     assert 'Test errors on the sample shipped with minisweep · 100 test images per error' in md, md
-    r18 = md[md.index('## resnet18'):]
-    assert "not estimable: 3 runs for the law's 3 parameters" in r18 and 'none (3 sizes only)' in r18, r18
-    assert '| 400 | 1 | 0.800 [0.71, 0.87] | 0.370 [0.28, 0.47] |' in r18, r18           # the test set's 95% interval
-    alex = md[md.index('## alexnet'):md.index('## resnet18')]
-    assert '| top-1 error | 0.900 (bound) |' in alex and 'top-1 error: the floor c equals the smallest error measured' in alex, alex
-    assert '| top-1 error | 0.000 (bound) |' in r18 and 'top-1 error: the floor c is 0, its lower bound' in r18, r18
+    assert '| 400 | 1 | 0.800 [0.71, 0.87] | 0.370 [0.28, 0.47] |' in md, md              # the test set's 95% interval
+    assert 'none (no backtest: it needs >= 4 sizes, got 3)' in md and 'the lack of fit is not tested' in md, md
+    fit = json.loads((tmp_path / 'fig' / 'fits.json').read_text())['resnet18']['top5_error']
+    assert (fit['lack_of_fit_p'], fit['backtest'], fit['extrapolate_to']) == (None, None, 1.0), fit
+    assert [p['n'] for p in fit['predictions']] == [100, 200, 400], fit['predictions']        # the measured sizes only
+
+
+def test_a_known_law_and_a_bent_curve(tmp_path, venv_path_env):
+    rng, sizes, runs = np.random.default_rng(12), 1250 * 2 ** np.arange(6), []
+    law = lambda n: 0.15 + 9 * n ** -0.4                                          # resnet18: a law with a floor
+    bent = lambda n: np.minimum(0.93, 0.93 * (n / 10_000) ** -0.6)               # alexnet: flat at chance, then falling
+    for model, f in (('resnet18', law), ('alexnet', bent)):
+        for n in sizes:
+            for seed in (0, 1):
+                e5 = rng.binomial(5000, f(n) + rng.normal(0, 0.01)) / 5000
+                runs.append(row(model, int(n), float(e5), float(min(0.99, e5 + 0.2)), seed, n_test=5000, classes=100,
+                                total=40_000, steps_factor=1, n_validations=3))
+    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', '--target-error', '0.3',
+                  '0.05', env=venv_path_env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    fits = json.loads((tmp_path / 'fig' / 'fits.json').read_text())
+    r5, a5 = fits['resnet18']['top5_error'], fits['alexnet']['top5_error']
+    assert r5['lack_of_fit_p'] >= 0.05 and r5['backtest']['passed'] and r5['extrapolate_to'] >= 2, r5
+    at2 = [p for p in r5['predictions'] if p['n'] == 2 * sizes[-1]][0]
+    assert at2['low'] <= law(2 * sizes[-1]) <= at2['high'], at2                          # the interval covers the truth
+    assert r5['b']['low'] < r5['b']['value'] < r5['b']['high'] and r5['family'] in ('power', 'power_floor'), r5
+    target = {t['target']: t for t in r5['images_for_target']}
+    assert target[0.3]['low'] < target[0.3]['n'] < target[0.3]['high'] and not target[0.3]['why_not'], target
+    assert target[0.05]['n'] is None and target[0.05]['why_not'], target                 # below the floor, or too far
+    assert a5['extrapolate_to'] == 1.0 and not [q for q in a5['predictions'] if not q['measured']], a5
+    assert re.search(r'resnet18 top5 error 0\.3: [\d,]+ images \[[\d,]+, [\d,]+\]', p.stdout), p.stdout
+    assert 'alexnet top5 error 0.3: not given: ' in p.stdout, p.stdout
+    md = (tmp_path / 'fig' / 'summary.md').read_text()
+    assert 'checkpoint chosen on validation (best of 3 validations)' in md, md
+
+
+def test_bad_targets_are_one_line(tmp_path, venv_path_env):
+    results = write(tmp_path / 'results.json', [row('resnet18', n, 0.5, 0.9) for n in (100, 200, 400)])
+    for bad, says in (('1.5', 'target error 1.5 must be in (0, 1)'), ('0', 'target error 0 must be in (0, 1)'),
+                      ('many', "'many' is not an error")):
+        p = minisweep('curves', results, '--out', tmp_path / 'fig', '--target-error', bad, env=venv_path_env, cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and says in p.stderr, (bad, p.stderr)
