@@ -65,6 +65,8 @@ def _read_results_file(path):
     for c, v in (_BEFORE_LR | _BEFORE_CONTEXT | _OPTIONAL).items():
         if c not in df.columns: df[c] = v
     df['steps_factor'] = df.steps_factor.fillna(1)
+    flags = [(i, c) for c in _NUMERIC for i, v in enumerate(df[c]) if isinstance(v, (bool, np.bool_))]
+    if flags: raise UserError(f'{path}: run {flags[0][0]}: {flags[0][1]} is {df[flags[0][1]].iloc[flags[0][0]]}, not a number')
     try: df[_NUMERIC] = df[_NUMERIC].apply(pd.to_numeric)
     except (ValueError, TypeError) as e: raise UserError(f'{path}: a numeric column holds text ({e})') from None
     for c in ('model', 'run_dir'):
@@ -79,7 +81,8 @@ def _read_results_file(path):
     for c in ('top1_error', 'top5_error', 'val_top5_error', 'subset_size', 'train_top1_error', 'train_top5_error'):
         bad = np.flatnonzero(~(df[c].between(0, 1) | df[c].isna()))
         if len(bad): raise UserError(f'{path}: run {bad[0]}: {c} is {df[c].iloc[bad[0]]}, outside [0, 1]')
-    if (df.n_train <= 0).any(): raise UserError(f'{path}: n_train must be positive')
+    bad = np.flatnonzero(~((df.n_train >= 1) & (df.n_train <= 1e12) & (df.n_train == df.n_train.round())))
+    if len(bad): raise UserError(f'{path}: run {bad[0]}: n_train is {df.n_train.iloc[bad[0]]}, not a whole number of images')
     if not df.steps_factor.isin([1, 2]).all(): raise UserError(f'{path}: steps_factor must be 1 or 2 (2: a twin at twice the steps)')
     df['model'] = df.model.astype(str)
     df['results_file'] = str(path)
@@ -898,7 +901,7 @@ def _summary_markdown(df, fits):
         lines += ['', '| metric | law (AICc, lower is better) | b [95%] | c [95%] | lack of fit p | backtest '
                   '| extrapolation | error at 2x [95%] |', '|---|---|---:|---:|---:|---|---|---:|']
         notes = []
-        for metric in ('top5_error', 'top1_error'):
+        for metric in _metrics(df):
             cf = fits[model, metric]
             if cf is None: lines.append(f'| {_metric_name(metric)} | fit needs >= 3 sizes | | | | | | |'); continue
             row, more = _fit_row(cf, _metric_name(metric))
@@ -942,26 +945,32 @@ def fits_json(df: pd.DataFrame, fits: dict, targets=()) -> dict:
 def _file_name(model): return re.sub(r'[^A-Za-z0-9_.-]+', '_', model)
 
 # %% ../nbs/04_curves.ipynb #sp20
+def _metrics(df) -> tuple:
+    "The errors to draw: top-5 and top-1, or top-1 alone where top-5 error is 0 by construction (5 classes or fewer)."
+    classes = df.num_classes.min() if 'num_classes' in df and df.num_classes.notna().any() else np.inf
+    return ('top5_error', 'top1_error') if classes > 5 else ('top1_error',)
+
 def make_curves(
     results, # results.json/.csv path(s) (as `load_results` takes them) or a DataFrame of its rows
     out_dir='output', # folder for <model>_curve.png, curves.png, summary.md and fits.json; created if missing
     targets=(), # target errors: fits.json gives the training-set size each law needs for each
 ) -> list: # the paths written: each figure as .png then .pdf, then summary.md and fits.json
-    "Write `<model>_curve.png` for every model, `curves.png` (models side by side, top-5 and top-1), `<model>_lr_sensitivity.png` for a model trained at several learning rates (each figure also as PDF), `summary.md` and `fits.json`."
+    "Write `<model>_curve.png` (the error the runs selected on: top-5, or top-1) for every model, `curves.png` (models side by side, top-5 and top-1), `<model>_lr_sensitivity.png` for a model trained at several learning rates (each figure also as PDF), `summary.md` and `fits.json`."
     df = results if isinstance(results, pd.DataFrame) else load_results(results)
     out = Path(out_dir)
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise UserError(f'cannot write the figures to {out}: {e.strerror or e}') from None
-    models, metrics = list(pd.unique(df.model)), ('top5_error', 'top1_error')
+    models, metrics = list(pd.unique(df.model)), _metrics(df)
     fits = {(m, metric): fit_model_curve(df, m, metric) for m in models for metric in metrics}
+    headline = metrics[0] if 'val_top1_error' not in set(df.select_on) else 'top1_error'
     written = []
     for m in models:
         fig = Figure(figsize=(6.4, 5.4), dpi=120, layout='constrained')
-        plot_curve(df, m, fig.add_subplot(), fit=fits[m, 'top5_error'])
+        plot_curve(df, m, fig.add_subplot(), headline, fit=fits[m, headline])
         _title(fig, context_note(df[df.model == m]), 6.4)
         written += _save_figure(fig, out / f'{_file_name(m)}_curve.png')
-    fig = Figure(figsize=(6.0 * len(models), 11.0), dpi=110, layout='constrained')
-    axes = fig.subplots(2, len(models), squeeze=False)
+    fig = Figure(figsize=(6.0 * len(models), 5.5 * len(metrics)), dpi=110, layout='constrained')
+    axes = fig.subplots(len(metrics), len(models), squeeze=False)
     for j, m in enumerate(models):
         for i, metric in enumerate(metrics): plot_curve(df, m, axes[i, j], metric, fit=fits[m, metric])
     for row in axes:                                   # one y range per metric, one x range: the models compare at a glance

@@ -9,11 +9,11 @@ from conftest import minisweep
 
 
 def row(model, n_train, top5, top1, seed=0, n_test=100, classes=10, total=400, **more):
-    return dict(model=model, subset_size=n_train / total, learning_rate=0.01, seed=seed, n_train=n_train, top1_error=top1,
+    return dict(dict(model=model, subset_size=n_train / total, learning_rate=0.01, seed=seed, n_train=n_train, top1_error=top1,
                 top5_error=top5, test_loss=2.0, best_epoch=8, val_top5_error=top5, val_top1_error=top1, val_loss=2.0,
                 select_on='val_top5_error', selected=True, default_learning_rate=0.01, train_seconds=1.0,
                 num_classes=classes, dataset='', split='test', n_test=n_test, epochs=8,
-                run_dir=f'{model}/subset_{n_train / total:.4f}/seed_{seed}', **more)
+                run_dir=f'{model}/subset_{n_train / total:.4f}/seed_{seed}'), **more)
 
 
 def write(path, runs):
@@ -72,3 +72,14 @@ def test_bad_targets_are_one_line(tmp_path, venv_path_env):
                       ('many', "'many' is not an error")):
         p = minisweep('curves', results, '--out', tmp_path / 'fig', '--target-error', bad, env=venv_path_env, cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and says in p.stderr, (bad, p.stderr)
+
+
+def test_five_classes_draw_the_error_they_selected_on(tmp_path, venv_path_env):
+    runs = [row('resnet18', n, 0.0, t1, seed, classes=5, total=800, select_on='val_top1_error') for n, t1 in
+            ((100, 0.70), (200, 0.55), (400, 0.45), (800, 0.40)) for seed in (0, 1)]
+    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    fits = json.loads((tmp_path / 'fig' / 'fits.json').read_text())
+    assert list(fits['resnet18']) == ['top1_error'], fits                      # top-5 error is 0 by construction
+    md = (tmp_path / 'fig' / 'summary.md').read_text()
+    assert re.search(r'^\| top-1 error \|', md, re.M) and not re.search(r'^\| top-5 error \|', md, re.M), md
