@@ -79,10 +79,12 @@ RUN_FILES = ('metrics.json', 'best.pt', 'last.pt', 'log.jsonl', 'train.ipynb')
 def subset_folder(subset_size: float) -> str: return f'subset_{subset_size:.4f}'
 def lr_folder(learning_rate: float) -> str: return f'lr_{learning_rate:g}'
 
-def run_key(model: str, subset_size: float, seed: int, learning_rate: float | None = None, steps_factor: int = 1) -> str:
+def run_key(model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+            steps_factor: int = 1) -> str:
     "Folder of a run relative to its sweep's, and its name in `sweep.json`; a `learning_rate` (given only when the model tunes it) adds its level."
     lr = f'{lr_folder(learning_rate)}/' if learning_rate is not None else ''
-    return f'{model}/{subset_folder(subset_size)}/{lr}seed_{seed}' + (f'_steps{steps_factor}' if steps_factor != 1 else '')
+    twin = f'_steps{steps_factor}' if steps_factor != 1 else ''    # a twin at `steps_factor` times the steps
+    return f'{model}/{subset_folder(subset_size)}/{lr}seed_{seed}{twin}'
 
 def is_complete(run_dir: Path) -> bool:
     "A run is complete when its `metrics.json` exists, can be read, and says `done`."
@@ -110,7 +112,7 @@ RESULTS_FORMAT = 'minisweep.results/1'
 LR_COLUMNS = ['learning_rate', 'default_learning_rate', 'val_top1_error', 'val_loss', 'select_on', 'selected']
 # what a figure needs to say what it shows (and the test set's own noise): files written before them have none of them
 CONTEXT_COLUMNS = ['dataset', 'split', 'n_test', 'epochs']
-# what tells data from budget (twins at twice the steps, clean training error, validations made): files before them lack them
+# data or budget: twins at twice the steps, clean training error, validations made; older files have none of them
 BUDGET_COLUMNS = ['steps_factor', 'train_top1_error', 'train_top5_error', 'n_validations']
 RESULT_COLUMNS = ['model', 'subset_size', 'learning_rate', 'seed', 'steps_factor', 'n_train', 'top1_error', 'top5_error',
                   'test_loss', 'train_top1_error', 'train_top5_error', 'best_epoch', 'n_validations', 'val_top5_error',
@@ -187,7 +189,7 @@ class Settings:
     batch_size: int = 128                  # images per optimizer step
     momentum: float = 0.9                  # SGD momentum (Nesterov)
     weight_decay: float = 5e-4             # L2 penalty on weights; never on BatchNorm parameters and biases
-    warmup_fraction: float = 0.05          # share of the run's optimizer steps spent in linear learning-rate warm-up, before the cosine decay; in [0, 0.5]
+    warmup_fraction: float = 0.05          # share of the run's steps in linear warm-up before the cosine decay, in [0, 0.5]
     label_smoothing: float = 0.1           # label smoothing of the training loss
     select_on: str = 'val_top5_error'      # metric that picks best.pt: val_top5_error, val_top1_error or val_loss (the seed's)
     patience: int = 0                      # stop after this many validations without improvement of select_on; 0: never (the seed used 5 epochs)
@@ -226,7 +228,8 @@ class Settings:
     def identity(self) -> dict:
         "The fields that define the run's results (everything except the runtime knobs)."
         ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
-        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= self.num_epochs * self.steps_factor):
+        epochs = self.num_epochs * self.steps_factor
+        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= epochs):
             del ident['max_validations']      # every epoch validated: the same run as before the budget existed
         for k, v in LAYOUT.items():
             if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named

@@ -178,7 +178,7 @@ def _validations(m: dict, run_dir: Path) -> int:
 
 # %% ../nbs/03_eval.ipynb #sp04
 def _unique_runs(runs: list) -> list:
-    "(run folder, metrics) of each (model, subset_size, learning rate, seed, steps factor), the last finished one when several share it."
+    "(run folder, metrics) of each (model, subset_size, learning rate, seed, steps factor), the last finished one of each."
     by_key = {}
     for d in runs:
         m = json.loads((d / 'metrics.json').read_text())
@@ -188,7 +188,8 @@ def _unique_runs(runs: list) -> list:
     for (model, f, lr, seed, k), found in by_key.items():
         found.sort(key=lambda dm: ((dm[0] / 'metrics.json').stat().st_mtime_ns, str(dm[0])))
         if len(found) > 1:
-            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, seed={seed}' + (f', steps_factor={k}' if k != 1 else '') + '): using the last one, '
+            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, seed={seed}'
+                          + (f', steps_factor={k}' if k != 1 else '') + '): using the last one, '
                           f'{found[-1][0]}; ignoring {", ".join(str(d) for d, _ in found[:-1])}', stacklevel=3)
         out.append(found[-1])
     return out
@@ -216,7 +217,8 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
                          steps_factor=_steps_factor(m), n_train=int(m['n_train']), top1_error=ev.top1_error,
                          top5_error=ev.top5_error, test_loss=ev.loss, train_top1_error=m.get('train_top1_error'),
                          train_top5_error=m.get('train_top5_error'), best_epoch=int(m['best_epoch']),
-                         n_validations=_validations(m, d), val_top5_error=m['val_top5_error'], val_top1_error=m['val_top1_error'],
+                         n_validations=_validations(m, d), val_top5_error=m['val_top5_error'],
+                         val_top1_error=m['val_top1_error'],
                          val_loss=m['val_loss'], select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
                          default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=int(m['num_classes']),
                          dataset=ev.dataset, split=split, n_test=ev.n, epochs=m.get('epochs_run'),

@@ -51,7 +51,7 @@ class Sweep:
     out: str                          # the sweep folder
     train: dict = field(default_factory=dict)   # TrainConfig fields shared by every run (dataset, epochs, lr, ...)
     learning_rates: list | dict | None = None   # peak rates to try: a list for every model or {model: list}; None: train's one rate
-    budget_check: list | None = None  # sizes at which the first seed gets a twin at twice the steps; []: smallest and largest
+    budget_check: list | None = None  # sizes where the first seed gets a twin at 2x steps; []: smallest and largest
 
     def check(self) -> 'Sweep':
         "Refuse an empty grid or a bad value with one line."
@@ -115,17 +115,19 @@ class Sweep:
 
     def config(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
                steps_factor: int = 1) -> TrainConfig:
-        "The `TrainConfig` of one run of the grid (`learning_rate` None: the model's first rate), or of a twin (`steps_factor` 2)."
+        "The `TrainConfig` of one run of the grid (`learning_rate` None: the model's first rate), or of a twin (`steps_factor`)."
         lr = self.rates(model)[0] if learning_rate is None else learning_rate
         shared = {k: v for k, v in self.train.items() if k not in TRAIN_FIXED} | dict(learning_rate=lr)
         return TrainConfig(model=model, subset_size=subset_size, seed=seed, progress=False, steps_factor=steps_factor,
                            out_dir=str(self.run_dir(model, subset_size, seed, lr, steps_factor)), **shared)
 
-    def run_dir(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None, steps_factor: int = 1) -> Path:
+    def run_dir(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+                steps_factor: int = 1) -> Path:
         "Folder of one run: <out>/<model>/subset_<f:.4f>/seed_<s>, or .../subset_<f:.4f>/lr_<lr:g>/seed_<s> when `model` tunes."
         return Path(self.out) / self.key(model, subset_size, seed, learning_rate, steps_factor)
 
-    def key(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None, steps_factor: int = 1) -> str:
+    def key(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+            steps_factor: int = 1) -> str:
         "Name of a run in `sweep.json`: its folder relative to the sweep's (a twin's ends in `_steps2`)."
         if self.tunes(model) and learning_rate is None: raise ValueError(f'{model} tunes its learning rate: name the rate')
         return run_key(model, subset_size, seed, learning_rate if self.tunes(model) else None, steps_factor)
@@ -139,14 +141,15 @@ class Sweep:
         return [(m, f, self.seeds[0]) for m in self.models for f in self.budget_check or []]
 
     def twin_rate(self, model: str, subset_size: float, wait: bool = True) -> float | None:
-        "The rate of `model`'s twin at `subset_size`: its one rate, or the one its size's finished runs select on validation; None: not yet known."
+        "The rate of `model`'s twin at `subset_size`: its one rate, or the one its size's runs select; None: not known yet."
         if not self.tunes(model): return self.rates(model)[0]
         runs = [(lr, s, self.run_dir(model, subset_size, s, lr)) for lr in self.rates(model) for s in self.seeds]
         done = [(lr, s, json.loads((d / 'metrics.json').read_text())) for lr, s, d in runs if is_complete(d)]
         if not done or wait and len(done) < len(runs): return None
         import pandas as pd
         df = pd.DataFrame([dict(model=model, subset_size=subset_size, learning_rate=lr, seed=s,
-                                select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'), **{k: m[k] for k in SELECT_ON})
+                                select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
+                                **{k: m[k] for k in SELECT_ON})
                            for lr, s, m in done])
         return float(df[select_learning_rates(df)].learning_rate.iloc[0])
 
@@ -185,7 +188,7 @@ def grows(old: dict,      # a sweep.json's content
          ) -> bool:
     "Whether `sweep` is the recorded sweep with more models, sizes, seeds or learning rates and the same settings, every recorded run in its folder."
     new = json.loads(json.dumps(sweep.identity()))
-    grid = {k for k, r in old.get('runs', {}).items() if r.get('steps_factor', 1) == 1}     # twins come and go with --budget-check
+    grid = {k for k, r in old.get('runs', {}).items() if r.get('steps_factor', 1) == 1}   # twins come and go
     return old['identity'].get('train') == new['train'] and grid <= {sweep.key(*r) for r in sweep.runs()}
 
 # %% ../nbs/05_sweep.ipynb #sp04
@@ -208,19 +211,21 @@ class SweepRecord:
         if self.grown: self.data.update(identity=sweep.identity(), grid=grid, grown=now())   # every recorded run is kept
         self.data.update(versions=versions(), git_commit=git_commit(), dataset=sweep.train.get('dataset') or 'minisweep sample',
                          resumed=now() if old else None, ended=None)
-        for key, r in list(self.data['runs'].items()):     # a twin is kept once finished; an unfinished one, when asked for again
-            if r.get('steps_factor', 1) != 1 and not is_complete(Path(sweep.out) / r['run_dir']): del self.data['runs'][key]
+        for key, r in list(self.data['runs'].items()):     # a twin is kept once finished, an unfinished one when asked for
+            if r.get('steps_factor', 1) != 1 and not is_complete(Path(sweep.out) / r['run_dir']):
+                del self.data['runs'][key]
         for m, f, s, lr in sweep.runs(): self.track(m, f, s, lr)
-        for m, f, s in sweep.twins():                      # a model that tunes: its twins once its size has chosen a rate
+        for m, f, s in sweep.twins():                      # a model that tunes: once its size has chosen a rate
             if not sweep.tunes(m): self.track(m, f, s, sweep.rates(m)[0], 2)
-        self.data['budget_check'] = sorted(set(self.data.get('budget_check', [])) | set(sweep.budget_check or []), reverse=True)
+        checked = set(self.data.get('budget_check', [])) | set(sweep.budget_check or [])
+        self.data['budget_check'] = sorted(checked, reverse=True)
         self.save()
 
     def track(self, m: str, f: float, s: int, lr: float, steps_factor: int = 1) -> str:
         "Record run (model, size, seed, rate, steps factor), its state read from its folder; returns its key."
         sw, key = self.sweep, self.sweep.key(m, f, s, lr, steps_factor)
-        r = self.data['runs'].setdefault(key, dict(model=m, subset_size=f, seed=s, learning_rate=sw.config(m, f, s, lr).lr, run_dir=key)
-                                         | ({'steps_factor': steps_factor} if steps_factor != 1 else {}))
+        entry = dict(model=m, subset_size=f, seed=s, learning_rate=sw.config(m, f, s, lr).lr, run_dir=key)
+        r = self.data['runs'].setdefault(key, entry | ({'steps_factor': steps_factor} if steps_factor != 1 else {}))
         r['state'] = 'done' if is_complete(sw.run_dir(m, f, s, lr, steps_factor)) else 'pending'
         if r['state'] == 'pending': r.pop('error', None)
         return key
@@ -439,11 +444,12 @@ def check_sweep(sweep: Sweep,                     # the grid and shared settings
 
 # %% ../nbs/05_sweep.ipynb #sp10
 def pending_jobs(sweep: Sweep, rec: SweepRecord,
-                 twins: bool = False,   # the twins (after the grid: a model that tunes has chosen each size's rate), not the grid
+                 twins: bool = False,   # the twins (after the grid: each size of a tuned model has chosen its rate)
                 ) -> list:
     "(key, params, run_dir) of every run of `sweep` that `rec` does not record as done: what an executor receives."
     if not twins: runs = [(m, f, s, lr, 1) for m, f, s, lr in sweep.runs()]
-    else: runs = [(m, f, s, lr, 2) for m, f, s in sweep.twins() if (lr := sweep.twin_rate(m, f, wait=False)) is not None]
+    else: runs = [(m, f, s, lr, 2) for m, f, s in sweep.twins()
+                  if (lr := sweep.twin_rate(m, f, wait=False)) is not None]
     for r in runs: rec.track(*r)
     rec.save()
     return [(sweep.key(*r), asdict(sweep.config(*r)), sweep.run_dir(*r)) for r in runs
@@ -558,7 +564,8 @@ def plan(sweep: Sweep) -> 'pd.DataFrame':
         lr = sweep.twin_rate(m, f)
         cfg = sweep.config(m, f, s, sweep.rates(m)[0] if lr is None else lr, 2)
         key = sweep.key(m, f, s, lr, 2) if lr is not None else f'{m}/{subset_folder(f)}/lr_?/seed_{s}_steps2'
-        rows.append(_plan_row(key, cfg, labels, 'twin, 2x steps' + (': lr_? is the rate its size selects' if lr is None else '')))
+        note = 'twin, 2x steps' + (': lr_? is the rate its size selects' if lr is None else '')
+        rows.append(_plan_row(key, cfg, labels, note))
     df = pd.DataFrame(rows)
     df.attrs.update(dataset=first.dataset or 'the sample shipped with minisweep', n_train=len(labels),
                     classes=len(splits['train'].classes), image_size=first.image_size, batch_size=first.batch_size)

@@ -81,7 +81,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, warmup_
 
 # %% ../nbs/02_train.ipynb #c012
 def run_length(n_train: int, cfg: TrainConfig) -> dict:
-    "Steps per epoch, epochs, total and warm-up steps of a run on `n_train` images; `steps_factor` multiplies epochs and floor."
+    "Steps per epoch, epochs, total and warm-up steps of a run on `n_train` images (`steps_factor` times the steps)."
     steps_per_epoch = n_train // cfg.batch_size
     epochs = max(cfg.num_epochs * cfg.steps_factor, math.ceil(cfg.min_steps * cfg.steps_factor / steps_per_epoch))
     total = epochs * steps_per_epoch
@@ -504,7 +504,8 @@ def run_summary(metrics: dict) -> str:
     took = f'{secs / 60:.1f} minutes' if secs >= 120 else f'{secs:.1f} s'
     settings = {'dataset': f'`{cfg.dataset or "sample"}`', 'image size': cfg.image_size, 'epochs': metrics['planned_epochs'],
                 'batch size': cfg.batch_size, 'peak lr': f"{metrics['lr']:g}", 'weight decay': f'{cfg.weight_decay:g}',
-                'label smoothing': f'{cfg.label_smoothing:g}', 'warm-up': f'{cfg.warmup_fraction:g}', 'min steps': cfg.min_steps, 'validations': metrics['validations'],
+                'label smoothing': f'{cfg.label_smoothing:g}',
+                'warm-up': f'{cfg.warmup_fraction:g}', 'min steps': cfg.min_steps, 'validations': metrics['validations'],
                 'patience': cfg.patience, 'device': f"{metrics['device']} ({metrics['precision']})"}
     return '\n'.join([
         f"## {cfg.model}, subset {cfg.subset_size:g} ({metrics['n_train']:,} images, {n_cls} classes), seed {cfg.seed}", '',
