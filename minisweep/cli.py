@@ -21,8 +21,10 @@ from fastcore.docments import docments
 from .core import CHOICES, Settings, setting_problem
 
 HAND_WRITTEN = dict(    # per command, the fields that name a run rather than set it: flags of their own (None: no flag)
-    sweep=dict(model='--models', subset_size='--subset-sizes', seed='--seeds', out_dir='--out', dataset='--dataset', progress=None),
-    train=dict(model='--model', subset_size='--subset-sizes', seed='--seed', out_dir='--checkpoint-dir', dataset='--dataset'))
+    sweep=dict(model='--models', subset_size='--subset-sizes', seed='--seeds', out_dir='--out', dataset='--dataset',
+               progress=None, steps_factor=None),
+    train=dict(model='--model', subset_size='--subset-sizes', seed='--seed', out_dir='--checkpoint-dir',
+               dataset='--dataset', steps_factor=None))
 
 def _setting_type(name: str, anno: str):
     "argparse type of a setting's flag: the text read as `anno` (int, float or str), then held to the setting's rule."
@@ -127,6 +129,9 @@ def _sweep_parser(sub):
                    help='tune the learning rate: peak rates at --batch-size for every model (0.05 0.1 0.2) or per model '
                         '(alexnet=0.005,0.01,0.02 resnet18=0.1,0.2,0.4; a model not named keeps --learning-rate); each size '
                         'uses the rate of lowest mean validation error (default: the one rate of --learning-rate)')
+    s.add_argument('--budget-check', nargs='*', type=_fraction, default=None, metavar='SIZE',
+                   help='also train, at these subset sizes of the grid (none given: the smallest and the largest), a '
+                        'twin of the first seed at twice the steps, to tell data from budget (default: no twins)')
     s.add_argument('--out', default=None, help='sweep folder (default: runs/<timestamp>)')
     s.add_argument('--dry-run', action='store_true', help='print the plan (every run with its folder, state, images, epochs, steps and validations) and write nothing')
     s.add_argument('--figures', default=None, help="folder for the figures (default: the sweep's own, <out>/figures; '': none)")
@@ -211,7 +216,8 @@ def cmd_sweep(a) -> int:
     from minisweep.data import fraction_grid
     from minisweep.sweep import Sweep, run_sweep
     out = a.out or str(Path('runs') / _timestamp())
-    sweep = Sweep(a.models, a.subset_sizes or fraction_grid(1 / 64), a.seeds, out=out, train=_train_settings(a), learning_rates=_learning_rate_grid(a.learning_rates))
+    sweep = Sweep(a.models, a.subset_sizes or fraction_grid(1 / 64), a.seeds, out=out, train=_train_settings(a),
+                  learning_rates=_learning_rate_grid(a.learning_rates), budget_check=a.budget_check)
     if a.dry_run:
         from minisweep.sweep import plan, plan_text
         print(plan_text(sweep, plan(sweep))); return 0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'CONTEXT_COLUMNS',
-           'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'RULES', 'UserError', 'check_fraction', 'file_mode',
-           'atomic_write', 'check_writable', 'n_workers', 'subset_folder', 'lr_folder', 'run_key', 'is_complete',
-           'read_log', 'select_learning_rates', 'setting_problem', 'Settings']
+           'BUDGET_COLUMNS', 'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'RULES', 'UserError', 'check_fraction',
+           'file_mode', 'atomic_write', 'check_writable', 'n_workers', 'subset_folder', 'lr_folder', 'run_key',
+           'is_complete', 'read_log', 'select_learning_rates', 'setting_problem', 'Settings']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -79,9 +79,12 @@ RUN_FILES = ('metrics.json', 'best.pt', 'last.pt', 'log.jsonl', 'train.ipynb')
 def subset_folder(subset_size: float) -> str: return f'subset_{subset_size:.4f}'
 def lr_folder(learning_rate: float) -> str: return f'lr_{learning_rate:g}'
 
-def run_key(model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> str:
+def run_key(model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+            steps_factor: int = 1) -> str:
     "Folder of a run relative to its sweep's, and its name in `sweep.json`; a `learning_rate` (given only when the model tunes it) adds its level."
-    return f'{model}/{subset_folder(subset_size)}/' + (f'{lr_folder(learning_rate)}/' if learning_rate is not None else '') + f'seed_{seed}'
+    lr = f'{lr_folder(learning_rate)}/' if learning_rate is not None else ''
+    twin = f'_steps{steps_factor}' if steps_factor != 1 else ''    # a twin at `steps_factor` times the steps
+    return f'{model}/{subset_folder(subset_size)}/{lr}seed_{seed}{twin}'
 
 def is_complete(run_dir: Path) -> bool:
     "A run is complete when its `metrics.json` exists, can be read, and says `done`."
@@ -109,9 +112,12 @@ RESULTS_FORMAT = 'minisweep.results/1'
 LR_COLUMNS = ['learning_rate', 'default_learning_rate', 'val_top1_error', 'val_loss', 'select_on', 'selected']
 # what a figure needs to say what it shows (and the test set's own noise): files written before them have none of them
 CONTEXT_COLUMNS = ['dataset', 'split', 'n_test', 'epochs']
-RESULT_COLUMNS = ['model', 'subset_size', 'learning_rate', 'seed', 'n_train', 'top1_error', 'top5_error', 'test_loss',
-                  'best_epoch', 'val_top5_error', 'val_top1_error', 'val_loss', 'select_on', 'selected',
-                  'default_learning_rate', 'train_seconds', 'num_classes', *CONTEXT_COLUMNS, 'run_dir']
+# data or budget: twins at twice the steps, clean training error, validations made; older files have none of them
+BUDGET_COLUMNS = ['steps_factor', 'train_top1_error', 'train_top5_error', 'n_validations']
+RESULT_COLUMNS = ['model', 'subset_size', 'learning_rate', 'seed', 'steps_factor', 'n_train', 'top1_error', 'top5_error',
+                  'test_loss', 'train_top1_error', 'train_top5_error', 'best_epoch', 'n_validations', 'val_top5_error',
+                  'val_top1_error', 'val_loss', 'select_on', 'selected', 'default_learning_rate', 'train_seconds',
+                  'num_classes', *CONTEXT_COLUMNS, 'run_dir']
 
 # %% ../nbs/00_core.ipynb #ly_17
 def select_learning_rates(
@@ -120,7 +126,8 @@ def select_learning_rates(
     "Per (model, subset_size), the learning rate with the lowest mean validation `select_on` over seeds, among the rates with the most finished seeds; ties go to the smaller rate."
     import numpy as np, pandas as pd
     selected = pd.Series(False, index=df.index)
-    for (model, f), g in df.groupby(['model', 'subset_size'], sort=False):
+    grid = df[df.steps_factor.fillna(1) == 1] if 'steps_factor' in df else df    # twins (2x steps) never pick a rate
+    for (model, f), g in grid.groupby(['model', 'subset_size'], sort=False):
         metric = set(g.select_on)
         if len(metric) > 1: raise UserError(f'the runs of ({model}, subset_size={f:g}) chose their checkpoints on different '
                                             f'metrics ({", ".join(sorted(map(str, metric)))}): their learning rates do not compare')
@@ -144,11 +151,12 @@ def _whole(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance
 def _number(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 RULES = {   # setting: (test of a value, what a good value is); a setting not named here takes any value of its type
-    **dict.fromkeys(('image_size', 'num_epochs', 'batch_size', 'eval_batch_size'), (lambda v: _whole(v) and v >= 1, 'must be at least 1')),
+    **dict.fromkeys(('image_size', 'num_epochs', 'batch_size', 'eval_batch_size', 'steps_factor'), (lambda v: _whole(v) and v >= 1, 'must be at least 1')),
     **dict.fromkeys(('seed', 'min_steps', 'patience', 'max_validations', 'num_threads'), (lambda v: _whole(v) and v >= 0, 'must be a whole number >= 0')),
-    **dict.fromkeys(('learning_rate', 'weight_decay', 'warmup_epochs'), (lambda v: _number(v) and v >= 0, 'must be a number >= 0')),
+    **dict.fromkeys(('learning_rate', 'weight_decay'), (lambda v: _number(v) and v >= 0, 'must be a number >= 0')),
     **dict.fromkeys(('momentum', 'label_smoothing', 'validation_fraction'), (lambda v: _number(v) and 0 <= v < 1, 'must be in [0, 1)')),
     'crop_pct': (lambda v: _number(v) and 0 < v <= 1, 'must be in (0, 1]'),
+    'warmup_fraction': (lambda v: _number(v) and 0 <= v <= 0.5, 'must be in [0, 0.5]'),
     **{k: (lambda v, names=names: v in names, f'must be one of {", ".join(names)}') for k, names in CHOICES.items()},
     **dict.fromkeys(('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'), (lambda v: isinstance(v, str) and v != '', 'must be a name')),
 }
@@ -176,11 +184,12 @@ class Settings:
     image_size: int = 227                  # side of the square crop the model sees, in pixels
     num_epochs: int = 90                   # epochs over the subset
     min_steps: int = 0                     # at least this many optimizer steps: small subsets get more epochs instead of fewer updates; 0: off
+    steps_factor: int = 1                  # multiplies num_epochs and min_steps; 2: a twin at twice the steps (sweep --budget-check)
     learning_rate: float = 0.0             # peak learning rate; 0: the model's default, scaled linearly with batch_size / 128
     batch_size: int = 128                  # images per optimizer step
     momentum: float = 0.9                  # SGD momentum (Nesterov)
     weight_decay: float = 5e-4             # L2 penalty on weights; never on BatchNorm parameters and biases
-    warmup_epochs: float = 1.0             # epochs of linear learning-rate warm-up before the cosine decay
+    warmup_fraction: float = 0.05          # share of the run's steps in linear warm-up before the cosine decay, in [0, 0.5]
     label_smoothing: float = 0.1           # label smoothing of the training loss
     select_on: str = 'val_top5_error'      # metric that picks best.pt: val_top5_error, val_top1_error or val_loss (the seed's)
     patience: int = 0                      # stop after this many validations without improvement of select_on; 0: never (the seed used 5 epochs)
@@ -219,10 +228,12 @@ class Settings:
     def identity(self) -> dict:
         "The fields that define the run's results (everything except the runtime knobs)."
         ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
-        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= self.num_epochs):
+        epochs = self.num_epochs * self.steps_factor
+        if not self.min_steps and (self.max_validations == 0 or self.max_validations >= epochs):
             del ident['max_validations']      # every epoch validated: the same run as before the budget existed
         for k, v in LAYOUT.items():
             if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named
+        if self.steps_factor == 1: del ident['steps_factor']   # a run of the grid: the same run as before twins existed
         return ident
 
     def layout(self) -> dict:

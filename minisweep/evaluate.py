@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .core import RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write, is_complete, select_learning_rates
+from .core import (RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write, is_complete, read_log,
+                            select_learning_rates)
 from .data import SPLITS, Batches, ImageCache, decoded_split, load_splits, sample_dataset, stored_size
 from .models import create_model, default_lr
 from .train import CorruptCheckpoint, TrainConfig, load_checkpoint, predict, resolve_device, split_metrics
@@ -167,18 +168,28 @@ def _learning_rates(m: dict) -> tuple:
     cfg = TrainConfig.from_dict(m.get('config') or dict(model=m['model']))
     return float(f"{m.get('lr') or cfg.lr:.12g}"), float(f'{default_lr(cfg.model, cfg.batch_size):.12g}')
 
+def _steps_factor(m: dict) -> int:
+    "2 for a twin at twice the steps, 1 for every other run (and runs saved before twins existed)."
+    return int((m.get('config') or {}).get('steps_factor', 1))
+
+def _validations(m: dict, run_dir: Path) -> int:
+    "How many validations the run made: its metrics, or its log for a run saved before they were counted."
+    return int(m['validations']) if m.get('validations') is not None else len(read_log(run_dir))
+
 # %% ../nbs/03_eval.ipynb #sp04
 def _unique_runs(runs: list) -> list:
-    "(run folder, metrics) of each (model, subset_size, learning rate, seed), the last finished one when several share it."
+    "(run folder, metrics) of each (model, subset_size, learning rate, seed, steps factor), the last finished one of each."
     by_key = {}
     for d in runs:
         m = json.loads((d / 'metrics.json').read_text())
-        by_key.setdefault((m['model'], float(m['subset_size']), _learning_rates(m)[0], int(m['seed'])), []).append((d, m))
+        key = (m['model'], float(m['subset_size']), _learning_rates(m)[0], int(m['seed']), _steps_factor(m))
+        by_key.setdefault(key, []).append((d, m))
     out = []
-    for (model, f, lr, seed), found in by_key.items():
+    for (model, f, lr, seed, k), found in by_key.items():
         found.sort(key=lambda dm: ((dm[0] / 'metrics.json').stat().st_mtime_ns, str(dm[0])))
         if len(found) > 1:
-            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, seed={seed}): using the last one, '
+            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, seed={seed}'
+                          + (f', steps_factor={k}' if k != 1 else '') + '): using the last one, '
                           f'{found[-1][0]}; ignoring {", ".join(str(d) for d, _ in found[:-1])}', stacklevel=3)
         out.append(found[-1])
     return out
@@ -203,15 +214,19 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
             failed.append(str(e)); continue
         lr, lr0 = _learning_rates(m)
         rows.append(dict(model=m['model'], subset_size=float(m['subset_size']), learning_rate=lr, seed=int(m['seed']),
-                         n_train=int(m['n_train']), top1_error=ev.top1_error, top5_error=ev.top5_error, test_loss=ev.loss,
-                         best_epoch=int(m['best_epoch']), val_top5_error=m['val_top5_error'], val_top1_error=m['val_top1_error'],
+                         steps_factor=_steps_factor(m), n_train=int(m['n_train']), top1_error=ev.top1_error,
+                         top5_error=ev.top5_error, test_loss=ev.loss, train_top1_error=m.get('train_top1_error'),
+                         train_top5_error=m.get('train_top5_error'), best_epoch=int(m['best_epoch']),
+                         n_validations=_validations(m, d), val_top5_error=m['val_top5_error'],
+                         val_top1_error=m['val_top1_error'],
                          val_loss=m['val_loss'], select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
                          default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=int(m['num_classes']),
                          dataset=ev.dataset, split=split, n_test=ev.n, epochs=m.get('epochs_run'),
                          run_dir=Path(os.path.relpath(d, out)).as_posix()))
     if failed:
         raise UserError(f'{len(failed)} of {len(runs)} runs could not be evaluated, no results written: {"; ".join(failed)}')
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values(['model', 'n_train', 'learning_rate', 'seed'], ignore_index=True)
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)\
+          .sort_values(['model', 'n_train', 'learning_rate', 'seed', 'steps_factor'], ignore_index=True)
     df['selected'] = select_learning_rates(df)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / 'results.json', json.dumps(dict(format=RESULTS_FORMAT, split=split, runs=df.to_dict('records')), indent=1))

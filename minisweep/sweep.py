@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import minisweep
-from .core import (SAMPLE, UserError, atomic_write, check_fraction, check_writable, is_complete, lr_folder, read_log,
-                            run_key, subset_folder)
+from .core import (SAMPLE, SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete, lr_folder,
+                            read_log, run_key, select_learning_rates, subset_folder)
 from .data import decoded_split, load_splits, sample_dataset, stored_size, subset_counts
 from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local, train_notebook  # also as minisweep.sweep.*, as before
 from .models import check_image_size, model_spec
@@ -25,7 +25,7 @@ __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'EXECUTORS', 'Sweep', 'versions', 'git
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
-TRAIN_FIXED = ('model', 'subset_size', 'seed', 'out_dir', 'progress')   # set per run by the sweep
+TRAIN_FIXED = ('model', 'subset_size', 'seed', 'out_dir', 'progress', 'steps_factor')   # set per run by the sweep
 
 def _check_rates(rates, model: str) -> list:
     "The peak learning rates of `model`, sorted and distinct: each a number > 0, each its own `lr_<lr:g>` folder."
@@ -51,6 +51,7 @@ class Sweep:
     out: str                          # the sweep folder
     train: dict = field(default_factory=dict)   # TrainConfig fields shared by every run (dataset, epochs, lr, ...)
     learning_rates: list | dict | None = None   # peak rates to try: a list for every model or {model: list}; None: train's one rate
+    budget_check: list | None = None  # sizes where the first seed gets a twin at 2x steps; []: smallest and largest
 
     def check(self) -> 'Sweep':
         "Refuse an empty grid or a bad value with one line."
@@ -71,6 +72,7 @@ class Sweep:
         if ds == SAMPLE: ds = self.train['dataset'] = ''     # the shipped sample has one spelling in sweep.json: a folder resumes
         if ds and Path(ds).expanduser().exists(): self.train['dataset'] = str(Path(ds).expanduser().resolve())  # jobs run elsewhere
         self._check_learning_rates()
+        if self.budget_check is not None: self.budget_check = self._check_budget(self.budget_check)
         for m in self.models:
             for lr in self.rates(m): self.config(m, self.subset_sizes[0], self.seeds[0], lr).check()
         return self
@@ -91,6 +93,18 @@ class Sweep:
             self.train['learning_rate'], lrs = lrs[self.models[0]][0], {}   # one rate for all: the sweep without the axis
         self.learning_rates = lrs
 
+    def _check_budget(self, sizes: list) -> list:
+        "The sizes of the twins, each one of the grid's, largest first; none given: the grid's largest and smallest."
+        grid = {subset_folder(f): f for f in self.subset_sizes}
+        out = set()
+        for s in sizes or [self.subset_sizes[0], self.subset_sizes[-1]]:
+            f = check_fraction(s)
+            if subset_folder(f) not in grid:
+                raise UserError(f'budget check at subset size {f:g}: not a size of the grid '
+                                f'({", ".join(f"{g:g}" for g in self.subset_sizes)})')
+            out.add(grid[subset_folder(f)])
+        return sorted(out, reverse=True)
+
     def rates(self, model: str) -> list:
         "The learning rates `model` is trained with: its grid, or train's one rate (0: the model's default)."
         return (self.learning_rates or {}).get(model) or [self.train.get('learning_rate', 0.0)]
@@ -99,25 +113,45 @@ class Sweep:
         "Whether `model` sweeps more than one learning rate (its runs then get an `lr_<lr:g>` folder level)."
         return len(self.rates(model)) > 1
 
-    def config(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> TrainConfig:
-        "The `TrainConfig` of one run of the grid (`learning_rate` None: the model's first rate)."
+    def config(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+               steps_factor: int = 1) -> TrainConfig:
+        "The `TrainConfig` of one run of the grid (`learning_rate` None: the model's first rate), or of a twin (`steps_factor`)."
         lr = self.rates(model)[0] if learning_rate is None else learning_rate
         shared = {k: v for k, v in self.train.items() if k not in TRAIN_FIXED} | dict(learning_rate=lr)
-        return TrainConfig(model=model, subset_size=subset_size, seed=seed, progress=False,
-                           out_dir=str(self.run_dir(model, subset_size, seed, lr)), **shared)
+        return TrainConfig(model=model, subset_size=subset_size, seed=seed, progress=False, steps_factor=steps_factor,
+                           out_dir=str(self.run_dir(model, subset_size, seed, lr, steps_factor)), **shared)
 
-    def run_dir(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> Path:
+    def run_dir(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+                steps_factor: int = 1) -> Path:
         "Folder of one run: <out>/<model>/subset_<f:.4f>/seed_<s>, or .../subset_<f:.4f>/lr_<lr:g>/seed_<s> when `model` tunes."
-        return Path(self.out) / self.key(model, subset_size, seed, learning_rate)
+        return Path(self.out) / self.key(model, subset_size, seed, learning_rate, steps_factor)
 
-    def key(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None) -> str:
-        "Name of a run in `sweep.json`: its folder relative to the sweep's."
+    def key(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
+            steps_factor: int = 1) -> str:
+        "Name of a run in `sweep.json`: its folder relative to the sweep's (a twin's ends in `_steps2`)."
         if self.tunes(model) and learning_rate is None: raise ValueError(f'{model} tunes its learning rate: name the rate')
-        return run_key(model, subset_size, seed, learning_rate if self.tunes(model) else None)
+        return run_key(model, subset_size, seed, learning_rate if self.tunes(model) else None, steps_factor)
 
     def runs(self) -> list:
         "Every (model, subset_size, seed, learning_rate) of the grid, largest subsets first within a model."
         return [(m, f, s, lr) for m in self.models for f in self.subset_sizes for lr in self.rates(m) for s in self.seeds]
+
+    def twins(self) -> list:
+        "(model, subset_size, seed) of every twin: the first seed, at each budget-check size, for each model."
+        return [(m, f, self.seeds[0]) for m in self.models for f in self.budget_check or []]
+
+    def twin_rate(self, model: str, subset_size: float, wait: bool = True) -> float | None:
+        "The rate of `model`'s twin at `subset_size`: its one rate, or the one its size's runs select; None: not known yet."
+        if not self.tunes(model): return self.rates(model)[0]
+        runs = [(lr, s, self.run_dir(model, subset_size, s, lr)) for lr in self.rates(model) for s in self.seeds]
+        done = [(lr, s, json.loads((d / 'metrics.json').read_text())) for lr, s, d in runs if is_complete(d)]
+        if not done or wait and len(done) < len(runs): return None
+        import pandas as pd
+        df = pd.DataFrame([dict(model=model, subset_size=subset_size, learning_rate=lr, seed=s,
+                                select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
+                                **{k: m[k] for k in SELECT_ON})
+                           for lr, s, m in done])
+        return float(df[select_learning_rates(df)].learning_rate.iloc[0])
 
     def identity(self) -> dict:
         "What must match for a folder to be resumed: the grid and every setting that changes results."
@@ -154,7 +188,8 @@ def grows(old: dict,      # a sweep.json's content
          ) -> bool:
     "Whether `sweep` is the recorded sweep with more models, sizes, seeds or learning rates and the same settings, every recorded run in its folder."
     new = json.loads(json.dumps(sweep.identity()))
-    return old['identity'].get('train') == new['train'] and set(old.get('runs', {})) <= {sweep.key(*r) for r in sweep.runs()}
+    grid = {k for k, r in old.get('runs', {}).items() if r.get('steps_factor', 1) == 1}   # twins come and go
+    return old['identity'].get('train') == new['train'] and grid <= {sweep.key(*r) for r in sweep.runs()}
 
 # %% ../nbs/05_sweep.ipynb #sp04
 class SweepRecord:
@@ -176,12 +211,24 @@ class SweepRecord:
         if self.grown: self.data.update(identity=sweep.identity(), grid=grid, grown=now())   # every recorded run is kept
         self.data.update(versions=versions(), git_commit=git_commit(), dataset=sweep.train.get('dataset') or 'minisweep sample',
                          resumed=now() if old else None, ended=None)
-        for m, f, s, lr in sweep.runs():
-            r = self.data['runs'].setdefault(sweep.key(m, f, s, lr), dict(model=m, subset_size=f, seed=s,
-                                             learning_rate=sweep.config(m, f, s, lr).lr, run_dir=sweep.key(m, f, s, lr)))
-            r['state'] = 'done' if is_complete(sweep.run_dir(m, f, s, lr)) else 'pending'
-            if r['state'] == 'pending': r.pop('error', None)
+        for key, r in list(self.data['runs'].items()):     # a twin is kept once finished, an unfinished one when asked for
+            if r.get('steps_factor', 1) != 1 and not is_complete(Path(sweep.out) / r['run_dir']):
+                del self.data['runs'][key]
+        for m, f, s, lr in sweep.runs(): self.track(m, f, s, lr)
+        for m, f, s in sweep.twins():                      # a model that tunes: once its size has chosen a rate
+            if not sweep.tunes(m): self.track(m, f, s, sweep.rates(m)[0], 2)
+        checked = set(self.data.get('budget_check', [])) | set(sweep.budget_check or [])
+        self.data['budget_check'] = sorted(checked, reverse=True)
         self.save()
+
+    def track(self, m: str, f: float, s: int, lr: float, steps_factor: int = 1) -> str:
+        "Record run (model, size, seed, rate, steps factor), its state read from its folder; returns its key."
+        sw, key = self.sweep, self.sweep.key(m, f, s, lr, steps_factor)
+        entry = dict(model=m, subset_size=f, seed=s, learning_rate=sw.config(m, f, s, lr).lr, run_dir=key)
+        r = self.data['runs'].setdefault(key, entry | ({'steps_factor': steps_factor} if steps_factor != 1 else {}))
+        r['state'] = 'done' if is_complete(sw.run_dir(m, f, s, lr, steps_factor)) else 'pending'
+        if r['state'] == 'pending': r.pop('error', None)
+        return key
 
     def _read(self):
         if not self.path.exists(): return None
@@ -300,7 +347,8 @@ def validation_line(rows: list,     # the run's log.jsonl rows so far, the newes
     "'epoch 3/8, validation top-5 error 0.412 (top-1 0.700), about 45s left' for the newest row of a running job's log."
     row = rows[-1]
     steps_per_epoch = max(1, row['step'] // row['epoch'])
-    epochs = max(config['num_epochs'], math.ceil(config.get('min_steps', 0) / steps_per_epoch))
+    k = config.get('steps_factor', 1)
+    epochs = max(config['num_epochs'] * k, math.ceil(config.get('min_steps', 0) * k / steps_per_epoch))
     left = sum(r['seconds'] for r in rows) / row['epoch'] * (epochs - row['epoch'])
     return (f"epoch {row['epoch']}/{epochs}, validation top-5 error {row['val_top5_error']:.3f} (top-1 {row['val_top1_error']:.3f})"
             + (f', about {fmt_secs(left)} left' if row['epoch'] < epochs else ''))
@@ -395,10 +443,17 @@ def check_sweep(sweep: Sweep,                     # the grid and shared settings
     return first, splits, fig_dir
 
 # %% ../nbs/05_sweep.ipynb #sp10
-def pending_jobs(sweep: Sweep, rec: SweepRecord) -> list:
+def pending_jobs(sweep: Sweep, rec: SweepRecord,
+                 twins: bool = False,   # the twins (after the grid: each size of a tuned model has chosen its rate)
+                ) -> list:
     "(key, params, run_dir) of every run of `sweep` that `rec` does not record as done: what an executor receives."
-    return [(sweep.key(m, f, s, lr), asdict(sweep.config(m, f, s, lr)), sweep.run_dir(m, f, s, lr))
-            for m, f, s, lr in sweep.runs() if rec.data['runs'][sweep.key(m, f, s, lr)]['state'] != 'done']
+    if not twins: runs = [(m, f, s, lr, 1) for m, f, s, lr in sweep.runs()]
+    else: runs = [(m, f, s, lr, 2) for m, f, s in sweep.twins()
+                  if (lr := sweep.twin_rate(m, f, wait=False)) is not None]
+    for r in runs: rec.track(*r)
+    rec.save()
+    return [(sweep.key(*r), asdict(sweep.config(*r)), sweep.run_dir(*r)) for r in runs
+            if rec.data['runs'][sweep.key(*r)]['state'] != 'done']
 
 # %% ../nbs/05_sweep.ipynb #ly_05
 def run_jobs(sweep: Sweep, rec: SweepRecord, jobs: list,   # the sweep, its record, and `pending_jobs`
@@ -464,8 +519,10 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
         rec = SweepRecord(sweep)
         if executor == 'local': prepare_caches(first, splits)   # decode once, here; a bad image fails the sweep before any training
         jobs, skipped = pending_jobs(sweep, rec), rec.states().get('done', 0)
-        if jobs: failures = run_jobs(sweep, rec, jobs, executor, log, **executor_kw)
-        else: failures = []; log(f'all {len(sweep.runs())} runs of {out} are done already')
+        failures = run_jobs(sweep, rec, jobs, executor, log, **executor_kw) if jobs else []
+        twins = pending_jobs(sweep, rec, twins=True)    # after the grid: each size of a tuned model has chosen its rate
+        if twins: failures += run_jobs(sweep, rec, twins, executor, log, **executor_kw)
+        if not jobs and not twins: log(f'all {len(rec.data["runs"])} runs of {out} are done already')
         failures += rec.from_disk()                     # a finished run whose folder was deleted meanwhile
         return report_sweep(rec, SweepResult(out, rec.states(), failures, skipped=skipped), fig_dir, log)
 
@@ -476,6 +533,19 @@ def run_state(run_dir: Path) -> str:
     return 'partial' if (Path(run_dir) / 'last.pt').exists() or read_log(run_dir) else 'pending'
 
 # %% ../nbs/05_sweep.ipynb #sp11
+def _plan_row(key: str, cfg: TrainConfig, labels, note: str = '') -> dict:
+    "One run of the plan: folder, state, images, epochs, optimizer steps, validations, images left, and a note."
+    run_dir = Path(cfg.out_dir)
+    row = dict(run=key, state=run_state(run_dir), n_train=int(subset_counts(labels, cfg.subset_size).sum()))
+    if row['n_train'] < cfg.batch_size:
+        return row | dict(epochs=0, steps=0, validations=0, images_to_train=0,
+                          note=f'fails: batch size {cfg.batch_size} > {row["n_train"]} images')
+    length = run_length(row['n_train'], cfg)
+    done = {'done': length['epochs'], 'partial': max([r['epoch'] for r in read_log(run_dir)], default=0)}.get(row['state'], 0)
+    return row | dict(epochs=length['epochs'], steps=length['total_steps'],
+                      validations=len(validation_epochs(length['epochs'], cfg.max_validations)),
+                      images_to_train=(length['epochs'] - done) * length['steps_per_epoch'] * cfg.batch_size, note=note)
+
 def plan(sweep: Sweep) -> 'pd.DataFrame':
     "Every run of `sweep`: folder, state, images, epochs, optimizer steps, validations and images left; reads labels only, writes nothing."
     import pandas as pd
@@ -489,18 +559,13 @@ def plan(sweep: Sweep) -> 'pd.DataFrame':
     splits = load_splits(first.dataset or sample_dataset(), **first.layout())
     labels = splits['train'].labels
     check_select_on(first.select_on, len(splits['train'].classes))
-    rows = []
-    for m, f, s, lr in sweep.runs():
-        cfg, run_dir = sweep.config(m, f, s, lr), sweep.run_dir(m, f, s, lr)
-        row = dict(run=sweep.key(m, f, s, lr), state=run_state(run_dir), n_train=int(subset_counts(labels, f).sum()))
-        if row['n_train'] < cfg.batch_size:
-            rows.append(row | dict(epochs=0, steps=0, validations=0, images_to_train=0,
-                                   note=f'fails: batch size {cfg.batch_size} > {row["n_train"]} images')); continue
-        length = run_length(row['n_train'], cfg)
-        done = {'done': length['epochs'], 'partial': max([r['epoch'] for r in read_log(run_dir)], default=0)}.get(row['state'], 0)
-        rows.append(row | dict(epochs=length['epochs'], steps=length['total_steps'],
-                               validations=len(validation_epochs(length['epochs'], cfg.max_validations)),
-                               images_to_train=(length['epochs'] - done) * length['steps_per_epoch'] * cfg.batch_size, note=''))
+    rows = [_plan_row(sweep.key(m, f, s, lr), sweep.config(m, f, s, lr), labels) for m, f, s, lr in sweep.runs()]
+    for m, f, s in sweep.twins():
+        lr = sweep.twin_rate(m, f)
+        cfg = sweep.config(m, f, s, sweep.rates(m)[0] if lr is None else lr, 2)
+        key = sweep.key(m, f, s, lr, 2) if lr is not None else f'{m}/{subset_folder(f)}/lr_?/seed_{s}_steps2'
+        note = 'twin, 2x steps' + (': lr_? is the rate its size selects' if lr is None else '')
+        rows.append(_plan_row(key, cfg, labels, note))
     df = pd.DataFrame(rows)
     df.attrs.update(dataset=first.dataset or 'the sample shipped with minisweep', n_train=len(labels),
                     classes=len(splits['train'].classes), image_size=first.image_size, batch_size=first.batch_size)
@@ -513,7 +578,9 @@ def plan_text(sweep: Sweep, df: 'pd.DataFrame') -> str:
     lrs = {m: sweep.rates(m) for m in sweep.models if sweep.tunes(m)}
     lines = [f'grid: {len(sweep.models)} models ({", ".join(sweep.models)}) x {len(sweep.subset_sizes)} subset sizes '
              f'({", ".join(f"{f:g}" for f in sweep.subset_sizes)}) x {len(sweep.seeds)} seeds ({", ".join(map(str, sweep.seeds))})'
-             + (f' x learning rates {lrs}' if lrs else '') + f' = {len(df)} runs',
+             + (f' x learning rates {lrs}' if lrs else '') + f' = {len(sweep.runs())} runs'
+             + (f', and {len(sweep.twins())} twins at twice the steps (budget check at '
+                f'{", ".join(f"{f:g}" for f in sweep.budget_check)})' if sweep.twins() else ''),
              f'dataset: {a["dataset"]} ({a["n_train"]} training images, {a["classes"]} classes), {a["image_size"]} px, batch {a["batch_size"]}',
              f'folder: {sweep.out}' + ('' if Path(sweep.out).exists() else ' (not created yet)'), '',
              df.drop(columns=['note'] if not df.note.any() else []).to_string(index=False), '',

@@ -19,12 +19,13 @@ from .data import Batches, decoded_split, load_splits, sample_dataset, stored_si
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'resolve_device', 'TrainConfig', 'param_groups', 'lr_factor',
-           'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported',
-           'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save', 'CorruptCheckpoint',
-           'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on', 'open_splits',
-           'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars',
-           'resume_run', 'train_one_epoch', 'record_validation', 'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
+__all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'CLEAN_TRAIN_IMAGES', 'resolve_device', 'TrainConfig',
+           'param_groups', 'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
+           'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
+           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on',
+           'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer',
+           'log_scalars', 'resume_run', 'train_one_epoch', 'record_validation', 'train_eval_indices',
+           'clean_train_errors', 'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
 
 # %% ../nbs/02_train.ipynb #c006
 from .core import SELECT_ON, Settings      # the fields, documented, in the torch-free core: the command line reads them
@@ -80,12 +81,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, warmup_
 
 # %% ../nbs/02_train.ipynb #c012
 def run_length(n_train: int, cfg: TrainConfig) -> dict:
-    "Steps per epoch, epochs, total and warm-up steps of a run on `n_train` images."
+    "Steps per epoch, epochs, total and warm-up steps of a run on `n_train` images (`steps_factor` times the steps)."
     steps_per_epoch = n_train // cfg.batch_size
-    epochs = max(cfg.num_epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    epochs = max(cfg.num_epochs * cfg.steps_factor, math.ceil(cfg.min_steps * cfg.steps_factor / steps_per_epoch))
     total = epochs * steps_per_epoch
     return dict(steps_per_epoch=steps_per_epoch, epochs=epochs, total_steps=total,
-                warmup_steps=min(total // 2, round(cfg.warmup_epochs * steps_per_epoch)))
+                warmup_steps=round(cfg.warmup_fraction * total))
 
 # %% ../nbs/02_train.ipynb #c035
 def validation_epochs(epochs: int,          # epochs of the run
@@ -397,8 +398,34 @@ def record_validation(run_dir: Path, cfg: TrainConfig, state: dict, row: dict, m
     if improved: atomic_save(_best_checkpoint(model, cfg, row['epoch'], row, data), run_dir / 'best.pt')
     return improved
 
+# %% ../nbs/02_train.ipynb #ct_01
+CLEAN_TRAIN_IMAGES = 5000    # at most this many images of the subset measure the clean training error
+
+def train_eval_indices(labels: np.ndarray,  # labels of the whole training split
+                       indices: np.ndarray, # the run's subset
+                       limit: int = CLEAN_TRAIN_IMAGES, seed: int = 0) -> np.ndarray:
+    "The subset's images that clean training error is measured on: all, or at most `limit`, class-balanced and seeded."
+    indices = np.asarray(indices)
+    if len(indices) <= limit: return indices
+    y, f = np.asarray(labels)[indices], limit / len(indices)
+    while (n := int(subset_counts(y, f).sum())) > limit and n > len(np.unique(y)): f *= 0.99   # rounding up per class
+    return indices[subset_indices(y, f, seed)]
+
+# %% ../nbs/02_train.ipynb #ct_02
+def clean_train_errors(model: nn.Module, run_dir: Path, cfg: TrainConfig, data: dict) -> dict:
+    "Top-1 and top-5 error of the run's `best.pt` on its own training subset: eval mode, centre crops, no augmentation."
+    tb = data['train']
+    idx = train_eval_indices(tb.cache.labels, tb.indices.cpu().numpy(), seed=cfg.seed)
+    model.load_state_dict(load_checkpoint(Path(run_dir) / 'best.pt')['model'])
+    batches = Batches(tb.cache, cfg.image_size, cfg.eval_batch_size, idx, device=tb.device, channels_last=tb.channels_last,
+                      images=tb.images)
+    m = split_metrics(*predict(model, batches, cfg.bf16))
+    return dict(train_top1_error=m['top1_error'], train_top5_error=m['top5_error'], train_eval_images=len(idx))
+
 # %% ../nbs/02_train.ipynb #st_18
-def finish_run(run_dir: Path, cfg: TrainConfig, state: dict, length: dict, data: dict, device: torch.device) -> dict:
+def finish_run(run_dir: Path, cfg: TrainConfig, state: dict, length: dict, data: dict, device: torch.device,
+               clean: dict | None = None,   # `clean_train_errors` of best.pt; None: not measured
+              ) -> dict:
     "The run's metrics, from its log and state, written last and atomically to `metrics.json`: the mark of a complete run."
     log = read_log(run_dir)
     best = next(r for r in log if r['epoch'] == state['best_epoch'])
@@ -407,6 +434,8 @@ def finish_run(run_dir: Path, cfg: TrainConfig, state: dict, length: dict, data:
                    stopped_early=state['epoch'] < length['epochs'], best_epoch=state['best_epoch'],
                    val_loss=best['val_loss'], val_top1_error=best['val_top1_error'], val_top5_error=best['val_top5_error'],
                    validations=len(log), train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
+                   steps_factor=cfg.steps_factor, warmup_steps=length['warmup_steps'],
+                   **(clean or dict(train_top1_error=None, train_top5_error=None, train_eval_images=0)),
                    device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
     atomic_write(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
     return metrics
@@ -459,9 +488,14 @@ def train_run(cfg: TrainConfig) -> dict:
         if cfg.patience and state['bad_validations'] >= cfg.patience: break
 
     if writer: writer.close()
-    return finish_run(run_dir, cfg, state, length, data, device)
+    return finish_run(run_dir, cfg, state, length, data, device, clean_train_errors(model, run_dir, cfg, data))
 
 # %% ../nbs/02_train.ipynb #u04
+def _clean_sentence(m: dict) -> str:
+    if m.get('train_top5_error') is None: return ''
+    return (f" Clean training error of `best.pt` on {m['train_eval_images']:,} images of its subset: top-1 "
+            f"{m['train_top1_error']:.3f}, top-5 {m['train_top5_error']:.3f}.")
+
 def run_summary(metrics: dict) -> str:
     "The head of a run's report, in Markdown: what was trained and how, its best epoch and validation errors next to chance."
     cfg, n_cls, secs = TrainConfig.from_dict(metrics['config']), metrics['num_classes'], metrics['train_seconds']
@@ -470,12 +504,13 @@ def run_summary(metrics: dict) -> str:
     took = f'{secs / 60:.1f} minutes' if secs >= 120 else f'{secs:.1f} s'
     settings = {'dataset': f'`{cfg.dataset or "sample"}`', 'image size': cfg.image_size, 'epochs': metrics['planned_epochs'],
                 'batch size': cfg.batch_size, 'peak lr': f"{metrics['lr']:g}", 'weight decay': f'{cfg.weight_decay:g}',
-                'label smoothing': f'{cfg.label_smoothing:g}', 'min steps': cfg.min_steps, 'validations': metrics['validations'],
+                'label smoothing': f'{cfg.label_smoothing:g}',
+                'warm-up': f'{cfg.warmup_fraction:g}', 'min steps': cfg.min_steps, 'validations': metrics['validations'],
                 'patience': cfg.patience, 'device': f"{metrics['device']} ({metrics['precision']})"}
     return '\n'.join([
         f"## {cfg.model}, subset {cfg.subset_size:g} ({metrics['n_train']:,} images, {n_cls} classes), seed {cfg.seed}", '',
         f"Best epoch **{metrics['best_epoch']}** of {ran}, chosen on `{cfg.select_on}`: validation top-1 error "
         f"**{metrics['val_top1_error']:.3f}**, top-5 error **{metrics['val_top5_error']:.3f}** (chance: {chance[0]:.3f} and "
-        f"{chance[1]:.3f}); {took} of training and validation.", '',
+        f"{chance[1]:.3f}); {took} of training and validation." + _clean_sentence(metrics), '',
         '| ' + ' | '.join(settings) + ' |', '|' + '---|' * len(settings), '| ' + ' | '.join(map(str, settings.values())) + ' |', '',
         f"Files: `{metrics['run_dir']}`. Test errors come from evaluation, after the run (a sweep's `results.csv` and report)."])

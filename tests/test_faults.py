@@ -677,6 +677,10 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*SW, '--learning-rates', '0.1', 'resnet18=0.2'], 'rates per model (alexnet=0.01,0.02), not both'),
     ([*SW, '--learning-rates', 'resnet18=0.1', 'resnet18=0.2'], 'names resnet18 twice'),
     ([*SW, '--learning-rates', 'alexnet=0.01,0.02'], 'which the grid does not train'),
+    ([*SW, '--budget-check', '0.25'], 'budget check at subset size 0.25: not a size of the grid (0.125)'),
+    ([*SW, '--budget-check', 'half'], "'half' is not a number"),
+    ([*SW, '--warmup-fraction', '0.6'], '0.6 must be in [0, 0.5] (warmup_fraction)'),
+    ([*SW, '--warmup-fraction', '-0.1'], '-0.1 must be in [0, 0.5] (warmup_fraction)'),
     # train
     (['train'], 'required: --model'),
     ([*TR, '--frobnicate'], 'unrecognized arguments'),
@@ -690,6 +694,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*TR, '--model', 'alexnet', '--image-size', '32'], '63 pixels alexnet needs'),
     ([*TR, '--learning-rate', '-1'], 'learning_rate'),
     ([*TR, '--select-on', 'acc'], "invalid choice: 'acc'"),
+    ([*TR, '--warmup-fraction', '0.51'], '0.51 must be in [0, 0.5] (warmup_fraction)'),
     ([*TR, '--seed', 'x'], "invalid int value: 'x'"),
     ([*TR, '--seed', '-1'], 'seed'),
     ([*TR, '--device', 'tpu'], "unknown device 'tpu'"),

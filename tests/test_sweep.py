@@ -130,10 +130,11 @@ def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs, local_swee
 
 @pytest.fixture(scope='module')
 def tuned_sweep(tmp_path_factory, session_env):
-    "One model, two sizes, two learning rates, one seed: the default run's one-model grid, its figures where a sweep puts them."
+    """One model, two sizes, two learning rates, one seed: the default run's one-model grid, its figures where a sweep puts
+    them. Four epochs (24 and 12 steps), so that the model fits its own images better than chance."""
     root = tmp_path_factory.mktemp('tuned')
     args = ['sweep', '--models', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', '--learning-rates', '0.05', '0.2',
-            *SMALL, '--device', 'cpu', '--out', root / 'sweep']
+            '--num-epochs', '4', '--batch-size', '32', '--image-size', '64', '--dataset', '', '--device', 'cpu', '--out', root / 'sweep']
     p = minisweep(*args, cwd=root)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return dict(root=root, out=root / 'sweep', args=args, first=p)
@@ -177,7 +178,7 @@ def test_tuned_sweep_again_retrains_nothing(tuned_sweep):
 def test_the_test_split_takes_no_part_in_the_choice(tuned_sweep, tmp_path):
     "Validation errors doctored to prefer, at each size, the rate that is worse on test: the doctored one is selected."
     out = tuned_sweep['out']
-    rows = json.loads((out / 'results.json').read_text())['runs']
+    rows = [r for r in json.loads((out / 'results.json').read_text())['runs'] if r.get('steps_factor', 1) == 1]
     saved, worse_on_test = {}, set()
     try:
         for f in (0.5, 0.25):
@@ -233,3 +234,34 @@ def test_image_folder_with_a_validation_split_held_out(tmp_path, session_env, ca
     config = json.loads((tmp_path / 's' / 'resnet18' / 'subset_1.0000' / 'seed_0' / 'metrics.json').read_text())['config']
     assert config['validation_fraction'] == 0.25 and config['select_on'] == 'val_top1_error'   # reached the papermill job
     assert (session_env / 'builds.jsonl').read_text() == builds    # other processes: the job and the evaluation reused the caches
+
+
+def test_budget_check_trains_only_twins_at_twice_the_steps(tuned_sweep):
+    """The tuned sweep again with --budget-check (no sizes: its largest and smallest): the plan lists the twins, then only
+    they train, each at the rate its size selected, as rows with steps_factor 2 that select nothing. (Last in the module:
+    the tests above read the sweep without twins.)"""
+    out, args, root = tuned_sweep['out'], tuned_sweep['args'], tuned_sweep['root']
+    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')}
+    before = files()
+    chosen = {r['subset_size']: r['learning_rate'] for r in json.loads((out / 'results.json').read_text())['runs'] if r['selected']}
+    p = minisweep(*args, '--budget-check', '--dry-run', cwd=root)
+    assert p.returncode == 0 and 'and 2 twins at twice the steps (budget check at 0.5, 0.25)' in p.stdout, p.stdout + p.stderr
+    for f, lr in chosen.items():                                   # each size's grid is done: the twin's rate is known
+        assert f'resnet18/subset_{f:.4f}/lr_{lr:g}/seed_0_steps2 pending' in p.stdout, p.stdout
+    assert files() == before
+    p = minisweep(*args, '--budget-check', cwd=root)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert '6 done (2 trained now, 4 skipped as done before), 0 failed' in p.stdout, p.stdout
+    assert {q: t for q, t in files().items() if q in before} == before             # every finished run kept as it was
+    assert json.loads((out / 'sweep.json').read_text())['budget_check'] == [0.5, 0.25]
+    rows = json.loads((out / 'results.json').read_text())['runs']
+    twins = [r for r in rows if r['steps_factor'] == 2]
+    assert sorted((r['subset_size'], r['learning_rate']) for r in twins) == sorted(chosen.items())
+    assert all(r['run_dir'].endswith('/seed_0_steps2') and r['selected'] is False for r in twins)
+    assert {r['subset_size']: r['learning_rate'] for r in rows if r['selected']} == chosen      # the twins chose nothing
+    assert sorted(r['steps_factor'] for r in rows) == [1, 1, 1, 1, 2, 2]
+    for r in rows:                               # every row: the clean training error, and one validation per epoch
+        assert 0 <= r['train_top5_error'] <= r['train_top1_error'] <= 1 and r['n_validations'] == r['epochs'], r
+        assert r['epochs'] == 4 * r['steps_factor'], r
+    # a real measurement: at the largest size the model ranks its own images' labels better than chance (top-5: 0.5)
+    assert all(r['train_top5_error'] < 0.5 for r in rows if r['subset_size'] == 0.5 and (r['selected'] or r['steps_factor'] == 2)), rows
