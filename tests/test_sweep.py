@@ -1,5 +1,5 @@
 "The sweep end to end through the installed `minisweep` console script, on the shipped sample."
-import json
+import json, re
 from pathlib import Path
 
 import pytest
@@ -265,3 +265,10 @@ def test_budget_check_trains_only_twins_at_twice_the_steps(tuned_sweep):
         assert r['epochs'] == 4 * r['steps_factor'], r
     # a real measurement: at the largest size the model ranks its own images' labels better than chance (top-5: 0.5)
     assert all(r['train_top5_error'] < 0.5 for r in rows if r['subset_size'] == 0.5 and (r['selected'] or r['steps_factor'] == 2)), rows
+    # the figures read the twins: summary.md has a budget check with a verdict per size, fits.json the same sizes
+    md = (out / 'figures' / 'summary.md').read_text()
+    assert 'Budget check: a twin of seed 0 trained at twice the steps.' in md, md
+    assert len(re.findall(r'\| (\*\*budget-bound\*\*|not bound) \|', md)) == 2, md
+    fits = json.loads((out / 'figures' / 'fits.json').read_text())['resnet18']
+    bound = [int(r['n_train']) for r in twins if f"| {int(r['n_train']):,} (budget-bound) |" in md]
+    assert all(rec is None or rec['budget_bound_sizes'] == bound for rec in fits.values()), (fits, bound)
