@@ -690,6 +690,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*TR, '--model', 'alexnet', '--image-size', '32'], '63 pixels alexnet needs'),
     ([*TR, '--learning-rate', '-1'], 'learning_rate'),
     ([*TR, '--select-on', 'acc'], "invalid choice: 'acc'"),
+    ([*TR, '--channels-last', 'on'], "invalid choice: 'on'"),
     ([*TR, '--seed', 'x'], "invalid int value: 'x'"),
     ([*TR, '--seed', '-1'], 'seed'),
     ([*TR, '--device', 'tpu'], "unknown device 'tpu'"),
