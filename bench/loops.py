@@ -18,7 +18,7 @@ def make_cfg(args, model, size, dataset, device, compile=False):
     "The `TrainConfig` every loop of a row is built from: minisweep's defaults, the benchmark's batch size and image size."
     from minisweep.train import TrainConfig
     return TrainConfig(model=model, subset_size=1.0, seed=0, dataset=str(dataset), image_size=size, num_epochs=90,
-                       batch_size=args.batch_size, device=str(device), bf16=True, channels_last=True, compile=compile,
+                       batch_size=args.batch_size, device=str(device), bf16=True, channels_last='auto', compile=compile,
                        cache_on_device=True, progress=False).check()
 
 class MinisweepLoop:

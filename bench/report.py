@@ -60,7 +60,7 @@ def settings_section(res: dict) -> list:
     return ['## Settings', '',
             f"- batch size {s['batch_size']}, SGD (momentum 0.9, Nesterov, weight decay 5e-4, minisweep's per-model learning rate), "
             f"label smoothing 0.1; bf16 autocast {'on' if info['bf16_autocast'] else 'off'}; channels_last "
-            f"{'on' if info['device'].startswith('cuda') else 'off (minisweep uses it on CUDA only; the bare loop matches)'}.",
+            f"{'on' if info['device'].startswith('cuda') else 'as `auto` measured it faster on this CPU (the bare loop matches)'}.",
             f"- each number is the **median of {s['repeats']} timed repeats** of a fixed number of steps (the same for every "
             f"loop of a row, chosen so one repeat takes about {s['seconds']:g} s on the bare loop), after a warm-up of at least "
             f"3 steps and 2 s per loop{' (quick: 1 step)' if s['quick'] else ''}. The repeats of minisweep and the bare loop (and, with `--before`, "

@@ -5,16 +5,22 @@ For each model: minisweep's own training loop (`MinisweepLoop` of bench/loops.py
 `make_optimizer` and `train_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
 each switch flipped, all timed round-robin in the same rounds (median of the repeats, training images/s). Switches:
 
-- everywhere: `bf16` (autocast) off; fused SGD off (the for-loop SGD `make_optimizer` used before);
+- everywhere: the memory format `auto` did not pick (`channels_last` forced the other way); `bf16` (autocast) off;
+  fused SGD off (the for-loop SGD `make_optimizer` used before);
 - on the CPU: `cpu_batch` off (the old batch path: `normalize(crop_flip(images[idx]))`, bit-identical batches);
-- on CUDA: `channels_last` off, `cache_on_device` off (the uint8 cache stays the memory map on disk; each batch is
-  gathered into a pinned staging buffer and copied without blocking), `compile` on.
+- on CUDA: `cache_on_device` off (the uint8 cache stays the memory map on disk; each batch is gathered into a pinned
+  staging buffer and copied without blocking), `compile` on.
+
+In the same rounds, the bare train step (`BareLoop`: one synthetic batch, no data path) in each memory format: the
+ceiling, and the check that `auto` picked the faster one. Above the table, what `auto` picked for each model and the
+measurement it picked on (`measured_format`'s record, from the cache beside the decoded splits, or measured now).
 
     .venv/bin/python bench/switches.py [--models alexnet resnet18] [--image-size 64] [--batch-size 64] [--repeats 5]
+                                       [--formats-only]
 
 Prints a Markdown table and writes it to bench/out/switches.md (or --out). Not a test: figures, not assertions.
 """
-import argparse, dataclasses, statistics, sys
+import argparse, dataclasses, gc, statistics, sys
 from pathlib import Path
 
 import torch
@@ -22,7 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import log, machine_info, n_cores  # noqa: E402  (the benchmark's loops and helpers)
 from timing import Contention, timed, warm_up  # noqa: E402
-from loops import MinisweepLoop, make_cfg, old_optimizer, patch_batches_before  # noqa: E402
+from loops import BareLoop, MinisweepLoop, make_cfg, old_optimizer, patch_batches_before  # noqa: E402
+
+BARE = {'true': 'bare step, channels-last', 'false': 'bare step, contiguous'}
 
 
 class Variant(MinisweepLoop):
@@ -36,21 +44,40 @@ class Variant(MinisweepLoop):
         if old_batches: patch_batches_before(self.data['train'])
 
 
-def variants(device) -> list:
-    "(label, TrainConfig changes, Variant options) of every switch that applies on `device`."
-    v = [('defaults', {}, {}), ('bf16 off', dict(bf16=False), {}), ('fused SGD off (for-loop SGD)', {}, dict(for_loop_sgd=True))]
-    if device.type == 'cpu': v.append(('cpu_batch off (old batch path)', {}, dict(old_batches=True)))
-    else: v += [('channels_last off', dict(channels_last=False), {}), ('cache_on_device off (memory-mapped host cache, pinned staging)', dict(cache_on_device=False), {}),
+def variants(device, picked: str, formats_only: bool) -> list:
+    "(label, TrainConfig changes, Variant options) of every switch that applies on `device`; `picked` is auto's format."
+    other = {'true': 'false', 'false': 'true'}[picked]
+    v = [(f'defaults (auto: channels_last {picked})', {}, {}), (f'channels_last {other}', dict(channels_last=other), {})]
+    if formats_only: return v
+    v += [('bf16 off', dict(bf16=False), {}), ('fused SGD off (for-loop SGD)', {}, dict(for_loop_sgd=True))]
+    if device.type == 'cpu': v.append(('cpu_batch off (old batch path; the contiguous format only)', {}, dict(old_batches=True)))
+    else: v += [('cache_on_device off (memory-mapped host cache, pinned staging)', dict(cache_on_device=False), {}),
                 ('compile on', dict(compile=True), {})]
     return v
 
 
-def measure(args, model, device) -> list:
+def auto_choice(cfg, device) -> dict:
+    "What `auto` picks for `cfg` on `device`, and on what: the cached (or a fresh) measurement on a CPU."
+    from minisweep.train import measured_format, run_format
+    if device.type != 'cpu': return dict(channels_last=run_format(cfg, device), why='CUDA: channels-last, not measured')
+    rec = measured_format(cfg, device)
+    ips = rec['images_per_second']
+    return dict(rec, why=f"measured {rec['measured']} in {rec['seconds']:.1f} s: contiguous {ips['contiguous']:.0f}, "
+                         f"channels-last {ips['channels_last']:.0f} img/s (bare steps, {rec['key'].split(' | ')[4]})")
+
+
+def measure(args, model, device) -> tuple:
     base = make_cfg(args, model, args.image_size, args.dataset, device)     # minisweep's defaults (compile off)
+    choice = auto_choice(base, device)
+    log(f"  {model}: auto picks channels_last {choice['channels_last']} ({choice['why']})")
     loops = []
-    for label, changes, opts in variants(device):
-        cfg = dataclasses.replace(base, **changes)
-        loop = Variant(cfg, device, **opts)
+    for label, changes, opts in variants(device, choice['channels_last'], args.formats_only):
+        loop = Variant(dataclasses.replace(base, **changes), device, **opts)
+        warm_up(loop.train, device, min_steps=3, min_seconds=2.0 if device.type == 'cpu' else 5.0)
+        loops.append((label, loop))
+    ms = loops[0][1]
+    for fmt, label in BARE.items():
+        loop = BareLoop(base, device, ms.n_classes, fmt == 'true', ms.opt)
         warm_up(loop.train, device, min_steps=3, min_seconds=2.0 if device.type == 'cpu' else 5.0)
         loops.append((label, loop))
     per_step = timed(loops[0][1].train, 2, device) / 2
@@ -59,11 +86,15 @@ def measure(args, model, device) -> list:
     for _ in range(args.repeats):
         for label, loop in loops:
             ips[label].append(steps * args.batch_size / timed(loop.train, steps, device))
-    d = statistics.median(ips['defaults'])
+    d = statistics.median(ips[loops[0][0]])
     rows = [dict(model=model, switch=label, ips=statistics.median(ips[label]), ratio=statistics.median(ips[label]) / d,
                  spread=(min(ips[label]), max(ips[label])), steps=steps) for label, _ in loops]
+    faster = max((r for r in rows if r['switch'] in BARE.values()), key=lambda r: r['ips'])
+    choice.update(faster_bare=faster['switch'], auto_over_faster_bare=d / faster['ips'])
     for r in rows: log(f"  {model} {r['switch']}: {r['ips']:.0f} img/s ({r['ratio']:.2f}x the defaults)")
-    return rows
+    log(f"  {model}: minisweep (auto) at {choice['auto_over_faster_bare']:.2f}x the faster bare step ({faster['switch']})")
+    del loops, ms; gc.collect()
+    return rows, choice
 
 
 def main(argv=None):
@@ -75,6 +106,7 @@ def main(argv=None):
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--seconds', type=float, default=2.0, help='target seconds of one timed repeat (default 2)')
     p.add_argument('--device', default='auto')
+    p.add_argument('--formats-only', action='store_true', help="time the two memory formats only (minisweep's and bare)")
     p.add_argument('--out', default=str(Path(__file__).parent / 'out' / 'switches.md'))
     args = p.parse_args(argv)
     from minisweep.train import resolve_device
@@ -86,14 +118,18 @@ def main(argv=None):
     if device.type == 'cpu': torch.set_num_threads(n_cores())
     else: torch.backends.cudnn.benchmark = True
     info = machine_info(device)
-    rows = []
+    rows, choices = [], {}
     with Contention() as c:
-        for m in args.models: rows += measure(args, m, device)
+        for m in args.models:
+            r, choices[m] = measure(args, m, device); rows += r
     L = [f"# minisweep's speed switches, side by side", '',
          f"{info['cpu']} x{info['cores']}, {info['gpu']}, device {device}; torch {info['torch']}; minisweep {info['minisweep']} "
          f"(git {info['commit']}); {info['date']}. Model at {args.image_size} px, batch {args.batch_size}, `{Path(args.dataset).name}`; "
          f"median of {args.repeats} round-robin repeats; other load {c.as_dict()['other_cores']:.2f} cores.", '',
-         '| model | switch | training images/s | vs the defaults | spread (min-max) |', '|---|---|---|---|---|']
+         '## The memory format `auto` picked', '']
+    L += [f"- {m}: **channels_last {ch['channels_last']}** ({ch['why']}); minisweep's loop with it runs at "
+          f"**{ch['auto_over_faster_bare']:.2f}x** the faster bare step ({ch['faster_bare']})" for m, ch in choices.items()]
+    L += ['', '| model | switch | training images/s | vs the defaults | spread (min-max) |', '|---|---|---|---|---|']
     L += [f"| {r['model']} | {r['switch']} | {r['ips']:,.0f} | **{r['ratio']:.2f}x** | {r['spread'][0]:,.0f}-{r['spread'][1]:,.0f} |" for r in rows]
     md = '\n'.join(L) + '\n'
     Path(args.out).parent.mkdir(parents=True, exist_ok=True); Path(args.out).write_text(md)

@@ -143,7 +143,7 @@ import importlib.util, math, numbers
 from dataclasses import asdict, dataclass, fields
 
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')   # the metrics a run can pick its best checkpoint on
-CHOICES = dict(select_on=SELECT_ON)                            # settings that take one of a few names
+CHOICES = dict(select_on=SELECT_ON, channels_last=('auto', 'true', 'false'))   # settings that take one of a few names
 
 def _whole(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -197,7 +197,7 @@ class Settings:
     crop_pct: float = 0.875                # crop side / stored side: images are stored at image_size / crop_pct
     device: str = 'auto'                   # auto, cpu, cuda or cuda:N
     bf16: bool = True                      # bf16 autocast (CUDA, or a CPU with bf16 units); off: float32
-    channels_last: bool = True             # channels-last memory format on CUDA (it does not help on CPU)
+    channels_last: str = 'auto'            # auto: channels-last on CUDA, on a CPU where measured faster; true, false
     compile: bool = False                  # torch.compile the model with static shapes
     cache_on_device: bool = True           # keep the decoded split on the GPU when it fits
     eval_batch_size: int = 256             # images per evaluation batch

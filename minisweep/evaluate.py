@@ -17,7 +17,8 @@ from .core import (RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_
                             select_learning_rates)
 from .data import SPLITS, Batches, ImageCache, decoded_split, load_splits, sample_dataset, stored_size
 from .models import create_model, default_lr
-from .train import CorruptCheckpoint, TrainConfig, load_checkpoint, predict, resolve_device, split_metrics
+from .train import (CorruptCheckpoint, TrainConfig, load_checkpoint, predict, resolve_device, saved_format,
+                             split_metrics)
 
 # %% auto #0
 __all__ = ['EVAL_FORMAT', 'Evaluation', 'confusion_matrix', 'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs',
@@ -100,7 +101,8 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
     dev = resolve_device(device)
     size = stored_size(cfg.image_size, cfg.crop_pct)
     cache = decoded_split(data, size, progress=progress)
-    channels_last = cfg.channels_last and dev.type == 'cuda'
+    fmt = saved_format(ck['config'], dev)                # the memory format the run trained in
+    channels_last = fmt == 'true' or (fmt is None and dev.type == 'cuda')
     model = create_model(cfg.model, len(data.classes), cfg.image_size)
     model.load_state_dict(ck['model'])
     model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)

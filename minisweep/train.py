@@ -19,13 +19,15 @@ from .data import Batches, decoded_split, load_splits, sample_dataset, stored_si
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS', 'CLEAN_TRAIN_IMAGES', 'resolve_device', 'TrainConfig',
-           'param_groups', 'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
-           'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'atomic_save',
-           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on',
-           'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer',
-           'log_scalars', 'resume_run', 'train_one_epoch', 'record_validation', 'train_eval_indices',
-           'clean_train_errors', 'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
+__all__ = ['FORMAT_CACHE', 'FORMAT_TAG', 'FORMAT_MARGIN', 'FORMATS', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS',
+           'CLEAN_TRAIN_IMAGES', 'resolve_device', 'TrainConfig', 'param_groups', 'lr_factor', 'make_optimizer',
+           'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported', 'precision',
+           'compile_model', 'predict', 'split_metrics', 'cpu_name', 'probe_batch', 'time_formats', 'read_formats',
+           'format_key', 'measured_format', 'saved_format', 'run_format', 'atomic_save', 'CorruptCheckpoint',
+           'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on', 'open_splits',
+           'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars',
+           'resume_run', 'train_one_epoch', 'record_validation', 'train_eval_indices', 'clean_train_errors',
+           'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
 
 # %% ../nbs/02_train.ipynb #c006
 from .core import SELECT_ON, Settings      # the fields, documented, in the torch-free core: the command line reads them
@@ -44,6 +46,10 @@ def resolve_device(device: str = 'auto') -> torch.device:
 @dataclass
 class TrainConfig(Settings):
     "Everything that defines one training run: the core's `Settings`, checked against the models and the machine."
+    def __post_init__(self):
+        "A bool, as before auto: True was channels-last where it pays (auto), False never."
+        if isinstance(self.channels_last, bool): self.channels_last = 'auto' if self.channels_last else 'false'
+
     def check(self) -> 'TrainConfig':
         "Raise a one-line `UserError` for any value that cannot work: each field's rule, the model, its image size, the device."
         model_spec(self.model); check_image_size(self.model, self.image_size)
@@ -54,6 +60,11 @@ class TrainConfig(Settings):
     def lr(self) -> float:
         "The peak learning rate: the given one, or the model's default for this batch size."
         return self.learning_rate or default_lr(self.model, self.batch_size)
+
+    def identity(self) -> dict:
+        "`Settings.identity`, auto and false written as the booleans that meant them before auto: older sweeps resume."
+        ident, before_auto = super().identity(), {'auto': True, 'false': False}
+        return {**ident, 'channels_last': before_auto.get(ident['channels_last'], ident['channels_last'])}
 
 # %% ../nbs/02_train.ipynb #c009
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -149,6 +160,120 @@ def split_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict:
     c1, c5 = topk_correct(logits, y)
     n = len(y)
     return dict(loss=F.cross_entropy(logits, y).item(), top1_error=1 - c1.item() / n, top5_error=1 - c5.item() / n)
+
+# %% ../nbs/02_train.ipynb #b4ba28da
+import contextlib, fcntl, platform, stat
+from dataclasses import replace
+from .data import _lock_file, cache_dir
+
+# %% ../nbs/02_train.ipynb #bab84a90
+FORMAT_CACHE, FORMAT_TAG = 'memory_format.json', 'minisweep.memory_format/1'   # beside the decoded caches
+FORMAT_MARGIN = 1.02   # channels-last must beat contiguous by 2%: within the noise, the contiguous path stays
+FORMATS = dict(contiguous=torch.contiguous_format, channels_last=torch.channels_last)
+
+def cpu_name() -> str:
+    "The CPU's model name from /proc/cpuinfo (else the platform's): part of what a measured format holds for."
+    try: info = Path('/proc/cpuinfo').read_text().splitlines()
+    except OSError: info = []
+    names = [l.split(':', 1)[1].strip() for l in info if l.startswith('model name')]
+    return names[0] if names else platform.processor() or platform.machine()
+
+def probe_batch(image_size: int, batch_size: int) -> int:
+    "Images of a timed step: the run's batch, at most 128 of 64 px (fewer larger ones), so measuring takes seconds."
+    return max(1, min(batch_size, 128 * 64 * 64 // image_size ** 2))
+
+# %% ../nbs/02_train.ipynb #b0248332
+def time_formats(cfg: TrainConfig, device: torch.device, batch: int,
+                 warmup: int = 2,        # untimed steps of each format first (oneDNN builds its kernels)
+                 budget: float = 7.0,    # seconds in all: timed steps are taken until then, at least `min_steps` each
+                 min_steps: int = 3, max_steps: int = 10) -> dict:
+    "Training images/s of `cfg`'s model in each format: its fastest of train steps on random data, the formats taking turns."
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):     # the run's random streams stay as they were: measured or not, one run
+        torch.manual_seed(0)
+        crit, steps = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), {}
+        for name, mf in FORMATS.items():
+            model = create_model(cfg.model, 100, cfg.image_size).to(device, memory_format=mf)
+            opt, _ = make_optimizer(model, replace(cfg, learning_rate=1e-4), 1, 0, device)
+            x = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=mf)
+            steps[name] = (model, opt, x, torch.randint(0, 100, (batch,), device=device))
+        def step(model, opt, x, y):
+            with autocast(device, cfg.bf16): loss = crit(model(x), y)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        for s in steps.values():
+            for _ in range(warmup): step(*s)
+        times = {name: [] for name in steps}
+        taken = lambda: min(map(len, times.values()))
+        while taken() < min_steps or (taken() < max_steps and time.perf_counter() - t0 < budget):
+            for name, s in steps.items():
+                t = time.perf_counter(); step(*s); times[name].append(time.perf_counter() - t)
+    return {name: batch / min(t) for name, t in times.items()}     # other work only slows a step: the fastest is the format's
+
+# %% ../nbs/02_train.ipynb #57609455
+def _sound_format(r) -> bool:
+    "Whether `r` is a record as `measured_format` writes it: a choice, and both formats' speeds."
+    if not isinstance(r, dict) or r.get('channels_last') not in ('true', 'false'): return False
+    ips = r.get('images_per_second')
+    return isinstance(ips, dict) and all(isinstance(ips.get(k), (int, float)) and ips[k] > 0 for k in FORMATS)
+
+def read_formats(path: Path) -> dict:
+    "The sound records of the cache file `path`; a missing, damaged or foreign file, or a symbolic link, has none."
+    try:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), 'rb') as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode): return {}
+            data = json.loads(f.read(1 << 20))
+    except (OSError, ValueError, RecursionError): return {}
+    if not isinstance(data, dict) or data.get('format') != FORMAT_TAG: return {}
+    choices = data.get('choices')
+    return {k: r for k, r in choices.items() if _sound_format(r)} if isinstance(choices, dict) else {}
+
+# %% ../nbs/02_train.ipynb #9c56d229
+def format_key(cfg: TrainConfig, device: torch.device) -> str:
+    "What a measured format holds for: the CPU, the model, image size, precision, timed batch, threads and torch."
+    return (f'{cpu_name()} | {cfg.model} | {cfg.image_size} px | {precision(device, cfg.bf16)} | '
+            f'batch {probe_batch(cfg.image_size, cfg.batch_size)} | {torch.get_num_threads()} threads | '
+            f'torch {torch.__version__}')
+
+def measured_format(cfg: TrainConfig, device: torch.device) -> dict:
+    "The faster memory format for `cfg` on this CPU: its record in the cache beside the decoded splits, else measured."
+    key, root = format_key(cfg, device), cache_dir()
+    path = root / FORMAT_CACHE
+    with contextlib.ExitStack() as stack:
+        try:                                     # one process measures at a time: two at once would time each other
+            root.mkdir(parents=True, exist_ok=True)
+            fcntl.flock(stack.enter_context(_lock_file(root / 'memory_format.lock')), fcntl.LOCK_EX)
+        except (OSError, UserError) as e: warnings.warn(f'memory format measured, not cached: {e}'); root = None
+        records = read_formats(path)
+        if key in records: return records[key]
+        t0 = time.perf_counter()
+        ips = time_formats(cfg, device, probe_batch(cfg.image_size, cfg.batch_size))
+        rec = dict(channels_last='true' if ips['channels_last'] > FORMAT_MARGIN * ips['contiguous'] else 'false',
+                   images_per_second={k: round(v, 1) for k, v in ips.items()},
+                   seconds=round(time.perf_counter() - t0, 2), key=key, measured=time.strftime('%Y-%m-%d %H:%M:%S'))
+        if root is not None:
+            try: atomic_write(path, json.dumps(dict(format=FORMAT_TAG, choices={**records, key: rec}), indent=1))
+            except OSError as e: warnings.warn(f'memory format measured, not cached: {path}: {e.strerror or e}')
+        return rec
+
+# %% ../nbs/02_train.ipynb #cd39a7bb
+def saved_format(saved: dict | None, device: torch.device) -> str | None:
+    "The memory format a saved config trained in ('true' or 'false'); None when it does not say (auto, or no config)."
+    v = (saved or {}).get('channels_last')
+    if isinstance(v, bool): return 'true' if v and device.type == 'cuda' else 'false'   # before auto: CUDA only
+    return v if v in ('true', 'false') else None
+
+def _saved_config(run_dir: Path) -> dict | None:
+    "The config in a run folder: its `metrics.json`'s, else its `last.pt`'s (memory-mapped, not read); None if neither."
+    try: return json.loads((run_dir / 'metrics.json').read_text())['config']
+    except (OSError, ValueError, KeyError, TypeError): pass
+    try: return torch.load(run_dir / 'last.pt', map_location='cpu', weights_only=True, mmap=True)['config']
+    except Exception: return None
+
+def run_format(cfg: TrainConfig, device: torch.device, run_dir: Path | None = None) -> str:
+    "'true' (channels-last) or 'false': as asked; for auto the run's saved one, else 'true' on CUDA, else measured."
+    if cfg.channels_last != 'auto': return cfg.channels_last
+    if run_dir is not None and (saved := saved_format(_saved_config(Path(run_dir)), device)): return saved
+    return 'true' if device.type == 'cuda' else measured_format(cfg, device)['channels_last']
 
 # %% ../nbs/02_train.ipynb #c018
 CKPT_FORMAT = 'minisweep.checkpoint/1'
@@ -253,7 +378,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = N
     if device.type == 'cuda' and cfg.cache_on_device:
         reserve = training_memory(cfg.model, len(train.classes), cfg.image_size, cfg.batch_size)
         on = cache_placement([train.images.nbytes, val.images.nbytes], torch.cuda.mem_get_info(device)[0], reserve)
-    cl = cfg.channels_last and device.type == 'cuda'
+    cl = run_format(cfg, device) == 'true'
     place = lambda c, gpu: torch.from_numpy(c.images).to(device) if gpu else torch.from_numpy(c.images)
     train_b = Batches(train, cfg.image_size, cfg.batch_size, idx, train=True, device=device, channels_last=cl, images=place(train, on[0]))
     val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile, images=place(val, on[1]))
@@ -329,7 +454,9 @@ def log_scalars(writer, row: dict):
 # %% ../nbs/02_train.ipynb #c023
 def _check_same_run(run_dir: Path, saved: dict, cfg: TrainConfig):
     "Refuse to resume or reuse a run directory that holds a run with other settings."
-    saved = TrainConfig.from_dict(saved)
+    trained_in = saved_format(saved, resolve_device(cfg.device)) or 'auto'
+    saved = TrainConfig.from_dict({**saved, 'channels_last': trained_in})
+    if cfg.channels_last == 'auto': cfg = replace(cfg, channels_last=trained_in)   # auto: the run's own format
     theirs, ours = saved.identity(), cfg.identity()
     if theirs != ours:
         diff = ', '.join(f'{k}={getattr(saved, k)!r}' for k in {**ours, **theirs} if theirs.get(k) != ours.get(k))
@@ -457,6 +584,7 @@ def train_run(cfg: TrainConfig) -> dict:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         if device.index is not None: torch.cuda.set_device(device)
+    cfg = replace(cfg, channels_last=run_format(cfg, device, run_dir))   # auto, once: the run's own format or measured
     _seed_everything(cfg.seed)
     data = prepare_data(cfg, device, splits)
     length = run_length(data['n_train'], cfg)

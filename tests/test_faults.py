@@ -698,6 +698,7 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*TR, '--seed', 'x'], "invalid int value: 'x'"),
     ([*TR, '--seed', '-1'], 'seed'),
     ([*TR, '--device', 'tpu'], "unknown device 'tpu'"),
+    ([*TR, '--channels-last', 'on'], "invalid choice: 'on'"),
     ([*TR, '--dataset', '/nonexistent/data'], '/nonexistent/data does not exist'),
     ([*TR, '--dataset', '{nocols}'], "no 'image' and no 'label' column"),
     ([*TR, '--checkpoint-dir', '{file}'], 'cannot write to the output directory'),
