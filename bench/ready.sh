@@ -40,7 +40,7 @@ if [ "$total" -ge $((LIMIT_MIB * 1048576)) ]; then
 fi
 cat <<EOF
 
-Ready. Check the check here first (about 3 minutes; the same offline install from .whl/py$HERE):
+Ready. Check the check here first (about 2 minutes; the same offline install from .whl/py$HERE):
     bash bench/device_check.sh --cpu
 Then, in a session with a GPU, from this checkout, one device call (about 9 minutes of device time with the start):
     run(command="PYTHONUNBUFFERED=1 bash bench/device_check.sh", carry=[".whl/py3.12", ".devdata"], timeout_s=600)
