@@ -120,7 +120,7 @@ class Check:
             raise
         except Exception as e:
             r = dict(status='failed', error=f'{type(e).__name__}: {e}'[:800],
-                     where=traceback.format_exc(limit=6)[-2500:])
+                     where=traceback.format_exc(limit=-8)[-2500:])
         r['seconds'] = round(time.perf_counter() - t, 1)
         if r['status'] == 'ok' and r.get('passed') is False: r['status'] = 'failed'
         S[name] = r
@@ -174,14 +174,13 @@ def report(res) -> str:
                      "of a step the data path would take if nothing overlapped it).")
         L.append('')
     if sw.get('status') == 'ok':
-        g = lambda k, none='-': none if sw.get(k) is None else sw[k]
+        g = lambda k, none='-', unit=' MiB': none if sw.get(k) is None else f'{sw[k]}{unit}'
         L += ['## The sweep job', '',
-              f"wall {g('wall_s')} s (training {g('train_seconds')} s). The job's own GPU memory: "
-              f"{g('job_max_memory_allocated_mib', 'not in its metrics.json')} MiB allocated at most "
-              "(torch, in the job); "
-              f"{g('gpu_mib_job_processes', 'not listed')} MiB used by its processes (nvidia-smi per pid); "
-              f"{g('gpu_mib_above_start')} MiB above the device's use when it started (the checking process idle). "
-              f"Host memory: {g('peak_pss_mb')} MB PSS of its process tree (shared pages once).", '']
+              f"wall {g('wall_s', unit=' s')} (training {g('train_seconds', unit=' s')}). The job's own GPU memory: "
+              f"{g('job_max_memory_allocated_mib', 'none in its metrics.json')} allocated at most (torch, in the job); "
+              f"{g('gpu_mib_job_processes', 'none listed')} used by its processes (nvidia-smi per pid); "
+              f"{g('gpu_mib_above_start')} above the device's use when it started (the checking process idle). "
+              f"Host memory: {g('peak_pss_mb', unit=' MB')} PSS of its process tree (shared pages once).", '']
     ce = S.get('ceilings', {})
     if ce.get('status') == 'ok':
         L += ['## Ceilings measured here', '',
