@@ -42,7 +42,7 @@ cat <<EOF
 
 Ready. Check the check here first (about 2 minutes; the same offline install from .whl/py$HERE):
     bash bench/device_check.sh --cpu
-Then, in a session with a GPU, from this checkout, one device call (about 9 minutes of device time with the start):
+Then, where a GPU machine is lent, one call of the device tool from this checkout (about 9 minutes with its start):
     run(command="PYTHONUNBUFFERED=1 bash bench/device_check.sh", carry=[".whl/py3.12", ".devdata"], timeout_s=600)
 The report comes back as report.md, results.json and sweep_log_tail.txt; bench/README.md says what good numbers are.
 EOF
