@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: demo readme-figures test test-slow sync bench clean
+.PHONY: demo readme-figures test test-slow sync bench device-check-ready clean
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# the GPU check's wheels (.whl/py3.12, and this Python's for the CPU mode), its dataset (.devdata), a check that they
+# travel with the tree (64 MiB), and the device call to make; then `bash bench/device_check.sh --cpu` checks the check
+device-check-ready: $(STAMP)
+	PYTHON=$(CURDIR)/$(BIN)/python bash bench/ready.sh
 
 sync: $(STAMP)
 	$(BIN)/nbdev_export && $(BIN)/nbdev_clean

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# minisweep's GPU path, checked in one offline run of at most 8 minutes (bench/device_check.py says what it checks).
+# minisweep's GPU path, checked in one offline run of at most 8 minutes (bench/device_check.py says what it checks;
+# bench/README.md what a good report looks like).
 #
 #   bash bench/device_check.sh            on a CUDA machine: 227 px, the reduced dataset in .devdata/tiny-100
 #   bash bench/device_check.sh --cpu      the same sections on the CPU at 64 px, small (the check of the check)
 #
 # Offline: it installs the wheels of .whl/py<X.Y> (made by `bash bench/fetch_wheels.sh X.Y`) with --no-index into a
 # temporary folder put first on PYTHONPATH, beside the machine's own torch (python3, or $PYTHON). The dataset is made
-# once, where the full one is, by `python bench/device_check.py --make-data .devdata/tiny-100`. On the device machine:
-# carry .whl/py3.12 and .devdata (about 40 MiB with the tree). The report (report.md, results.json, the sweep's log
-# tail) goes to $OUT when it is set, else bench/out/device-check. Exit status: 0 all passed, 1 a section failed,
-# 2 it could not start.
+# once, where the full one is: `make device-check-ready` makes both and prints the device call. On the device machine:
+# carry .whl/py3.12 and .devdata. The report (report.md, results.json, the sweep's log tail) goes to $OUT when it is
+# set, else bench/out/device-check, after every section. At the time limit the check gets SIGTERM: it stops its running
+# job's whole process tree, writes the partial report and exits 124 (SIGKILL 20 s later if it has not). Exit status:
+# 0 all passed, 1 a section failed, 2 it could not start, 124 stopped at the limit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=()
@@ -43,7 +45,7 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1
 export PATH="$(dirname "$(command -v "$PY")"):$PATH"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-timeout -s TERM "$LIMIT" "$PY" bench/device_check.py "${MODE[@]}" --out "$REPORT" --work "$SCRATCH/work" --budget $((LIMIT - 60))
+timeout -s TERM --kill-after=20 "$LIMIT" "$PY" bench/device_check.py "${MODE[@]}" --out "$REPORT" --work "$SCRATCH/work" --budget $((LIMIT - 70))
 rc=$?
-[ $rc -eq 124 ] && echo "device_check: stopped at its limit of $LIMIT s; partial report in $REPORT" >&2
+[ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "device_check: stopped at its limit of $LIMIT s; partial report in $REPORT" >&2
 exit $rc

@@ -37,14 +37,11 @@ class MinisweepLoop:
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.model = compile_model(model) if cfg.compile else model
         self.n_classes, self.channels_last = len(self.data['classes']), self.data['train'].channels_last
-        self.epoch, self.stream, self.last = 0, self._stream(), None
+        self._epochs = [0]
+        self.stream, self.last = epoch_after_epoch(self.data['train'], cfg.seed, self._epochs), None
 
-    def _stream(self):
-        "The training batches of epoch after epoch (a timed repeat may cross an epoch boundary, as a long run does)."
-        b = self.data['train']
-        while True:
-            self.epoch += 1; b.set_epoch(self.cfg.seed, self.epoch)
-            yield from b
+    @property
+    def epoch(self): return self._epochs[0]
 
     def train(self, steps):
         from minisweep.train import train_epoch
@@ -56,6 +53,15 @@ class MinisweepLoop:
     def batches(self, steps):
         "The data path alone: `Batches` cut, moved, cropped, flipped and normalised, no model."
         for x, y, n in itertools.islice(self.stream, steps): pass
+
+def epoch_after_epoch(b, seed: int, epochs: list):
+    """The training batches of `b` epoch after epoch (a timed repeat may cross an epoch boundary, as a long run does),
+    counting them in `epochs[0]`. A function of its own, not a method: a generator made by a method holds `self`, and
+    `self.stream` holding that generator is a reference cycle that keeps a deleted loop's model, optimizer and GPU cache
+    alive until the next `gc.collect()`."""
+    while True:
+        epochs[0] += 1; b.set_epoch(seed, epochs[0])
+        yield from b
 
 def old_optimizer(model, cfg, total_steps, warmup_steps, device):
     "BEFORE, not minisweep's current code: `make_optimizer` as it was, a for-loop SGD (`foreach=False`) on the CPU."

@@ -11,8 +11,8 @@ import minisweep
 from .core import UserError, atomic_write
 
 # %% auto #0
-__all__ = ['train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count', 'job_gpus',
-           'run_local']
+__all__ = ['SAVE_EVERY', 'train_notebook', 'curves_notebook', 'notebook_error', 'notebook_warnings', 'execute_job', 'gpu_count',
+           'job_gpus', 'run_local']
 
 # %% ../nbs/04a_jobs.ipynb #c005
 def train_notebook() -> Path:
@@ -64,6 +64,24 @@ except (OSError, AttributeError): pass
 if os.getppid() != int(sys.argv[1]): os._exit(1)
 os.execv(sys.argv[2], sys.argv[2:])"""
 
+# `python -c _RUN_NOTEBOOK NOTEBOOK OUT_NB PARAMS_JSON CWD SAVE_EVERY`: papermill's `execute_notebook` as its command
+# line runs it, but writing the executed notebook when it starts, then at most every SAVE_EVERY seconds (during a long
+# cell too) and at the end, not twice for every cell; and stopping the kernel at once after the last cell
+_RUN_NOTEBOOK = """import json, logging, sys
+import papermill as pm, papermill.engines as pe
+logging.getLogger('papermill').setLevel(logging.ERROR)
+M, every = getattr(pe, 'NotebookExecutionManager', None), float(sys.argv[5])
+if M is not None and hasattr(M, 'save'):
+    save = M.save
+    def save_at_most_every(self, **kw):
+        if getattr(self, 'saved_once', False) and (self.now() - self.last_save_time).total_seconds() < every: return
+        self.saved_once = True; save(self, **kw)
+    M.save = save_at_most_every
+with open(sys.argv[3]) as f: params = json.load(f)
+pm.execute_notebook(sys.argv[1], sys.argv[2], parameters=params, cwd=sys.argv[4], kernel_name='python3',
+                    progress_bar=False, shutdown_kernel='immediate')"""
+SAVE_EVERY = 30     # seconds between two writes of a running job's notebook (papermill's own autosave period)
+
 def execute_job(notebook: Path,           # notebook to execute
                 out_nb: Path,             # executed notebook to write
                 params: dict,             # papermill parameters
@@ -74,8 +92,8 @@ def execute_job(notebook: Path,           # notebook to execute
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     work = tempfile.mkdtemp(prefix='minisweep-job-')          # the job's working directory: nothing to import there
     pfile = Path(work) / 'params.json'; atomic_write(pfile, json.dumps({**params, 'checks': False}))
-    cmd = [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), sys.executable, '-m', 'papermill', str(notebook),
-           str(out_nb), '-f', str(pfile), '--no-progress-bar', '--log-level', 'ERROR', '--cwd', work, '-k', 'python3']
+    cmd = [sys.executable, '-c', _DIE_WITH_PARENT, str(os.getpid()), sys.executable, '-c', _RUN_NOTEBOOK, str(notebook),
+           str(out_nb), str(pfile), work, str(SAVE_EVERY)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=work, env={**os.environ, 'PYTHONSAFEPATH': '1', **(env or {})}, capture_output=True,
