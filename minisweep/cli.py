@@ -292,11 +292,24 @@ DEMO = dict(models=['alexnet', 'resnet18'], subset_sizes=[1, 0.5, 0.25, 0.125], 
             train=dict(dataset='', image_size=64, num_epochs=8, batch_size=32))
 
 # %% ../nbs/06_cli.ipynb #sp17
+def _busy_seconds(out: Path, since: float) -> float:
+    "Seconds the runs finished after `since` spent training and validating (their metrics.json and log.jsonl)."
+    from minisweep.core import read_log
+    total = 0.0
+    for m in Path(out).rglob('metrics.json'):
+        if m.stat().st_mtime < since: continue
+        try: total += json.loads(m.read_text()).get('train_seconds', 0) + sum(r.get('val_seconds', 0) for r in read_log(m.parent))
+        except (OSError, ValueError, UserError): continue
+    return total
+
 def cmd_demo(a) -> int:
     from minisweep.sweep import Sweep, run_sweep
     sweep = Sweep(DEMO['models'], DEMO['subset_sizes'], DEMO['seeds'], out=a.out, train=dict(DEMO['train'], device=a.device))
+    start = dt.datetime.now().timestamp()
     res = run_sweep(sweep, figures=_figures(a.figures))
     print(res.summary())
+    wall, busy = dt.datetime.now().timestamp() - start, _busy_seconds(a.out, start)
+    if busy: print(f'efficiency: {busy:.0f} s of training and validation in {wall:.0f} s of wall time ({busy / wall:.2f})')
     return 0 if res.ok else 1
 
 COMMANDS = dict(sweep=cmd_sweep, prepare=cmd_prepare, train=cmd_train, eval=cmd_eval, curves=cmd_curves, demo=cmd_demo)

@@ -564,6 +564,8 @@ def finish_run(run_dir: Path, cfg: TrainConfig, state: dict, length: dict, data:
                    steps_factor=cfg.steps_factor, warmup_steps=length['warmup_steps'],
                    **(clean or dict(train_top1_error=None, train_top5_error=None, train_eval_images=0)),
                    device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
+    if device.type == 'cuda':            # this job's own peak, whatever else shares the GPU (the device check reads it)
+        metrics['max_memory_allocated_mib'] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     atomic_write(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
     return metrics
 
