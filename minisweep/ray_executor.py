@@ -56,9 +56,7 @@ def connect(address: str | None) -> bool:
     "Join the cluster at `address` (None or 'local': start or find one on this machine); True when this call connected."
     ray = _ray()
     if ray.is_initialized(): return False
-    if is_remote(address):
-        reach(address)
-        os.environ.setdefault('RAY_BACKEND_LOG_LEVEL', 'error')   # Ray's own retry warnings: the one line below says it
+    if is_remote(address): reach(address)
     try:
         ray.init(address=address if is_remote(address) else None, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
@@ -104,6 +102,7 @@ def check_nodes(sweep_dir: Path,           # the sweep folder, where sweep.json 
                 timeout: float = 120):
     "Run `probe` on every live node; a one-line `UserError` for the first node that differs from this machine."
     ray = _ray()
+    import ray.exceptions as rx
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     token, token_file = uuid.uuid4().hex, Path(sweep_dir) / f'.ray-probe-{os.getpid()}'
     token_file.write_text(token)
@@ -117,6 +116,7 @@ def check_nodes(sweep_dir: Path,           # the sweep folder, where sweep.json 
         here = code_id()
         for n, ref in zip(nodes, refs):
             try: r = ray.get(ref)
+            except (rx.TaskUnschedulableError, rx.NodeDiedError): continue     # it died since ray.nodes(): it lends nothing
             except Exception as e: raise UserError(f'node {_node_name(n)} could not run minisweep ({type(e).__name__}): install it there') from None
             if r['code'] != here:
                 raise UserError(f'node {_node_name(n)} runs minisweep {r["code"]}, this machine {here}: install the same minisweep on every node')

@@ -242,34 +242,59 @@ def test_two_node_cluster_sweep_equals_local(ray_cli, local_sweep, ray_auth, tmp
     assert not list((tmp_path / 'ray').glob('.ray-probe-*'))     # the probe's token file is gone
 
 
-@pytest.mark.slow
-def test_node_lost_mid_run_is_retried_and_resumes(ray_cli, grid_reference, ray_auth, tmp_path):
-    c = ray_cli(); c.head(); worker = c.worker()
-    out = tmp_path / 'sweep'
-    log = open(tmp_path / 'sweep.log', 'w')
-    p = subprocess.Popen([MINISWEEP, 'sweep', *GRID, '--out', out, '--executor', 'ray', '--ray-address', c.address],
-                         stdout=log, stderr=subprocess.STDOUT, text=True, env=sub_env(ray_auth), cwd=tmp_path)
+def sweep_losing_worker(c: RayCluster, worker, out: Path, env: dict, *extra) -> tuple:
+    """Run GRID on the cluster (the README's sweep command) and kill the worker node once its run has saved its first
+    epoch and not finished; returns (the sweep's exit status, its output, the run folder, the run's first log line)."""
+    logfile = out.parent / f'{out.name}.log'
+    with open(logfile, 'w') as log:
+        p = subprocess.Popen([MINISWEEP, 'sweep', *GRID, '--out', out, '--executor', 'ray', '--ray-address', c.address, *extra],
+                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out.parent)
     try:
         t_end, run = time.monotonic() + 600, None
         while p.poll() is None and time.monotonic() < t_end:     # the worker's run, once its first epoch is saved
             run = run or c.running_run(worker)
             if run and (run / 'last.pt').exists() and not (run / 'metrics.json').exists(): break
             time.sleep(0.05)
-        assert p.poll() is None and run, f'the sweep ended before the kill point:\n{(tmp_path / "sweep.log").read_text()[-3000:]}'
+        assert p.poll() is None and run, f'the sweep ended before the kill point:\n{logfile.read_text()[-3000:]}'
         epoch1 = (run / 'log.jsonl').read_text().splitlines()[0]
         c.kill(worker)                                           # the node is lost while its run trains
         p.wait(timeout=900)
     finally:
         if p.poll() is None: p.kill(); p.wait()
-        log.close()
-    text = (tmp_path / 'sweep.log').read_text()
-    assert p.returncode == 0, text[-3000:]
-    assert numbers(out) == numbers(grid_reference)               # the same results as without the loss
+    return p.returncode, logfile.read_text(), run, epoch1
+
+
+def epochs(run: Path) -> list:
+    return [json.loads(r)['epoch'] for r in (run / 'log.jsonl').read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_node_lost_mid_run_is_retried_and_resumes(ray_cli, grid_reference, ray_auth, tmp_path):
+    c = ray_cli(); c.head(); worker = c.worker()
+    code, text, run, epoch1 = sweep_losing_worker(c, worker, tmp_path / 'sweep', sub_env(ray_auth))
+    assert code == 0, text[-3000:]
+    assert numbers(tmp_path / 'sweep') == numbers(grid_reference)   # the same results as without the loss
     attempts = (run / '.attempts').read_text().splitlines()
     assert len(attempts) == 2 and len({a.split()[2] for a in attempts}) == 2     # retried on the other node
-    log_rows = (run / 'log.jsonl').read_text().splitlines()
-    assert [json.loads(r)['epoch'] for r in log_rows] == [1, 2, 3] and log_rows[0] == epoch1   # resumed, not restarted
+    assert epochs(run) == [1, 2, 3] and (run / 'log.jsonl').read_text().splitlines()[0] == epoch1   # resumed
     assert 'Traceback' not in text
+
+
+@pytest.mark.slow
+def test_node_lost_without_retries_is_reported_then_resumed(ray_cli, grid_reference, ray_auth, tmp_path):
+    c = ray_cli(); c.head(); worker = c.worker()
+    out, env = tmp_path / 'sweep', sub_env(ray_auth)
+    code, text, run, epoch1 = sweep_losing_worker(c, worker, out, env, '--max-retries', '0')
+    assert code == 1, text[-3000:]
+    key = str(run.relative_to(out))
+    table = [l for l in text.splitlines() if l.startswith(f'| {key} |')]
+    assert len(table) == 1 and 'died' in table[0] and 'after 1 attempts' in table[0] and 'resume' in table[0], text[-3000:]
+    assert 'Traceback' not in text
+    # the same command again, on the node that is left: only the lost run trains, from its last.pt
+    p = cli('sweep', *GRID, '--out', out, '--executor', 'ray', '--ray-address', c.address, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert numbers(out) == numbers(grid_reference)
+    assert epochs(run) == [1, 2, 3] and (run / 'log.jsonl').read_text().splitlines()[0] == epoch1
 
 
 @pytest.mark.slow
