@@ -4,7 +4,8 @@
 
 # %% ../nbs/04b_ray.ipynb #c002
 from __future__ import annotations
-import hashlib, os, socket, time, uuid
+import hashlib, os, socket, sys, tempfile, time, uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import minisweep
@@ -52,14 +53,30 @@ def reach(address: str,           # host:port of the head node's GCS, or ray://h
                         f'or give the head node\'s address and port') from None
 
 # %% ../nbs/04b_ray.ipynb #sp25
+@contextmanager
+def _held_stderr():
+    "Hold what is written to file descriptor 2 (Python's or C++'s) in the block; write it out unless the block raised."
+    sys.stderr.flush()
+    saved, held = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
+        if not failed: held.seek(0); sys.stderr.write(held.read().decode('utf-8', 'replace')); sys.stderr.flush()
+        held.close()
+
 def connect(address: str | None) -> bool:
     "Join the cluster at `address` (None or 'local': start or find one on this machine); True when this call connected."
     ray = _ray()
     if ray.is_initialized(): return False
     if is_remote(address): reach(address)
     try:
-        ray.init(address=address if is_remote(address) else None, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        with _held_stderr():
+            ray.init(address=address if is_remote(address) else None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
     except Exception as e:                   # ConnectionError, RuntimeError (versions), AuthenticationError, ...
         first = next((l for l in str(e).splitlines() if l.strip()), type(e).__name__)
         auth = ('; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token '

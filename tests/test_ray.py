@@ -232,6 +232,12 @@ def test_two_node_cluster_sweep_equals_local(ray_cli, local_sweep, ray_auth, tmp
             '--gpus-per-run', '1', env=env, cwd=tmp_path, timeout=300)
     assert p.returncode == 2 and len(stderr_lines(p)) == 1, p.stderr[-2000:]
     assert 'its nodes: 1 CPU + 0 GPU, 1 CPU + 0 GPU' in p.stderr
+    # a driver without the cluster's token is refused by the cluster (after Ray's 20 s of retries): one line too
+    wrong = tmp_path / 'wrong-token'; wrong.write_text(os.urandom(32).hex())
+    p = cli(*local_sweep['args'][:-2], '--out', tmp_path / 'token', '--executor', 'ray', '--ray-address', c.address,
+            env=sub_env(ray_auth, RAY_AUTH_TOKEN_PATH=str(wrong)), cwd=tmp_path, timeout=300)
+    assert p.returncode == 2 and len(stderr_lines(p)) == 1, p.stderr[-2000:]
+    assert 'cannot join the Ray cluster' in p.stderr and 'RAY_AUTH_MODE=token' in p.stderr
     # the README's sweep command: both models, the local sweep's settings, on two nodes
     p = cli(*local_sweep['args'][:-2], '--out', tmp_path / 'ray', '--executor', 'ray', '--ray-address', c.address,
             env=env, cwd=tmp_path, timeout=900)
