@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import minisweep
-from .core import UserError
+from .core import SAMPLE, UserError
 from .jobs import execute_job, train_notebook
 
 # %% auto #0
@@ -188,8 +188,9 @@ def run_ray(jobs: list,                  # (key, params, run_dir) of every run t
         if jobs:
             run_dir = Path(jobs[0][2])
             sweep_dir = next((p for p in run_dir.parents if (p / 'sweep.json').exists()), run_dir.parent)
-            data = jobs[0][1].get('dataset') or None
-            check_nodes(sweep_dir, str(Path(data).expanduser().absolute()) if data and Path(data).expanduser().exists() else None)
+            data = jobs[0][1].get('dataset') or SAMPLE           # a folder here must be a folder on every node
+            folder = data != SAMPLE and Path(data).expanduser().exists()
+            check_nodes(sweep_dir, str(Path(data).expanduser().absolute()) if folder else None)
         task = ray.remote(num_gpus=gpus_per_run, num_cpus=cpus_per_run, max_retries=max_retries,
                           retry_exceptions=[JobFailed])(_ray_job)
         pending = {}

@@ -36,6 +36,10 @@ def ray_auth(tmp_path_factory):
 @pytest.fixture(scope='session')
 def ray_cluster(ray_auth):
     "A local cluster: 2 CPUs, 2 logical GPUs (Ray pins CUDA_VISIBLE_DEVICES per task even without real ones)."
+    # Ray read RAY_AUTH_MODE when it was imported, before `ray_auth` set it: have this process read it again (what
+    # Ray does itself when it turns token authentication on), or its own cluster would refuse it
+    from ray._raylet import Config
+    Config.initialize('')
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=80 * MB,
              log_to_driver=False, configure_logging=False)
     yield
@@ -60,7 +64,7 @@ def free_port() -> int:
 
 def sub_env(ray_auth, **extra) -> dict:
     "The environment of a node or a sweep: offline, the session's cache and token, this checkout's minisweep first."
-    env = dict(os.environ, **ray_auth, **extra)
+    env = {**os.environ, **ray_auth, **extra}
     env['PATH'] = os.pathsep.join([str(VENV_BIN), env.get('PATH', '')])
     env.setdefault('PYTHONPATH', str(ROOT))
     return env
