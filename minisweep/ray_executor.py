@@ -22,7 +22,8 @@ def _ray():
         import ray
         return ray
     except ImportError:
-        raise UserError("the ray executor needs Ray: pip install 'minisweep[ray]' (or pip install 'ray[default]')") from None
+        raise UserError("the ray executor needs Ray: pip install 'minisweep[ray]' (or pip install 'ray[default]')") \
+            from None
 
 # %% ../nbs/04b_ray.ipynb #sp01
 def is_remote(address: str | None) -> bool:
@@ -36,7 +37,8 @@ def check_ray(out: Path,                     # the sweep folder, as given
     "Refuse what cannot work on any cluster: Ray missing, a relative sweep folder for a remote cluster."
     _ray()
     if is_remote(address) and not Path(out).expanduser().is_absolute():
-        raise UserError(f'--out {out} is a relative path: on a cluster every node must see the sweep folder, give an absolute path on shared storage')
+        raise UserError(f'--out {out} is a relative path: on a cluster every node must see the sweep folder, '
+                        'give an absolute path on shared storage')
 
 # %% ../nbs/04b_ray.ipynb #sp23
 def reach(address: str,           # host:port of the head node's GCS, or ray://host:port of its client server
@@ -93,8 +95,8 @@ def check_resources(nodes: list,          # `ray.nodes()`: one dict per node, wi
     alive = [n.get('Resources', {}) for n in nodes if n.get('Alive')]
     if any(r.get('GPU', 0) >= gpus_per_run and r.get('CPU', 0) >= cpus_per_run for r in alive): return
     have = ', '.join(f'{r.get("CPU", 0):g} CPU + {r.get("GPU", 0):g} GPU' for r in alive) or 'none alive'
-    raise UserError(f'no node of the Ray cluster at {address or "this machine"} can hold a run of {cpus_per_run:g} CPU + '
-                    f'{gpus_per_run:g} GPU (--cpus-per-run, --gpus-per-run); its nodes: {have}')
+    raise UserError(f'no node of the Ray cluster at {address or "this machine"} can hold a run of '
+                    f'{cpus_per_run:g} CPU + {gpus_per_run:g} GPU (--cpus-per-run, --gpus-per-run); its nodes: {have}')
 
 # %% ../nbs/04b_ray.ipynb #sp30
 def code_id() -> str:
@@ -105,7 +107,7 @@ def code_id() -> str:
     return f'{minisweep.__version__} (code {h.hexdigest()[:12]})'
 
 def probe(token_file: str, token: str, dataset: str | None) -> dict:
-    "Run on one node: its minisweep, whether it reads the sweep folder's token file, whether it sees the dataset folder."
+    "Run on one node: its minisweep, whether it reads the sweep folder's token file and sees the dataset folder."
     try: sees = Path(token_file).read_text() == token
     except OSError: sees = False
     return dict(code=code_id(), sees_folder=sees, sees_data=dataset is None or Path(dataset).exists(),
@@ -129,18 +131,26 @@ def check_nodes(sweep_dir: Path,           # the sweep folder, where sweep.json 
         refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n['NodeID'], soft=False))
                 .remote(str(token_file), token, dataset) for n in nodes]
         done, late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        if late: raise UserError(f'node {_node_name(nodes[refs.index(late[0])])} did not answer within {timeout:g} s: check it, or remove it from the cluster')
+        if late:
+            raise UserError(f'node {_node_name(nodes[refs.index(late[0])])} did not answer within {timeout:g} s: '
+                            'check it, or remove it from the cluster')
         here = code_id()
         for n, ref in zip(nodes, refs):
             try: r = ray.get(ref)
-            except (rx.TaskUnschedulableError, rx.NodeDiedError): continue     # it died since ray.nodes(): it lends nothing
-            except Exception as e: raise UserError(f'node {_node_name(n)} could not run minisweep ({type(e).__name__}): install it there') from None
+            except (rx.TaskUnschedulableError, rx.NodeDiedError): continue     # died since ray.nodes(): lends nothing
+            except Exception as e:
+                raise UserError(f'node {_node_name(n)} could not run minisweep ({type(e).__name__}): '
+                                'install it there') from None
+            name = _node_name(n)
             if r['code'] != here:
-                raise UserError(f'node {_node_name(n)} runs minisweep {r["code"]}, this machine {here}: install the same minisweep on every node')
+                raise UserError(f'node {name} runs minisweep {r["code"]}, this machine {here}: '
+                                'install the same minisweep on every node')
             if not r['sees_folder']:
-                raise UserError(f'node {_node_name(n)} does not see the sweep folder {sweep_dir}: put it on storage every node mounts at the same path')
+                raise UserError(f'node {name} does not see the sweep folder {sweep_dir}: '
+                                'put it on storage every node mounts at the same path')
             if not r['sees_data']:
-                raise UserError(f'node {_node_name(n)} does not see the dataset folder {dataset}: put the data at the same path on every node')
+                raise UserError(f'node {name} does not see the dataset folder {dataset}: '
+                                'put the data at the same path on every node')
     finally: token_file.unlink(missing_ok=True)
 
 # %% ../nbs/04b_ray.ipynb #c008
@@ -203,6 +213,7 @@ def run_ray(jobs: list,                  # (key, params, run_dir) of every run t
             try: info = ray.get(done[0])
             except Exception as e:
                 on_end(key, False, failure_message(e, max_retries + 1), time.perf_counter() - t0); continue
-            on_end(key, True, None, info['seconds'], **{k: info[k] for k in ('cuda_visible_devices', 'node', 'ray_node')})
+            where = {k: info[k] for k in ('cuda_visible_devices', 'node', 'ray_node')}
+            on_end(key, True, None, info['seconds'], **where)
     finally:
         if joined: ray.shutdown()

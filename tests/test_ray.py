@@ -18,8 +18,8 @@ from minisweep.cli import main
 from conftest import MINISWEEP, ROOT, SMALL, VENV_BIN
 
 MB = 1024 ** 2
-GRID = ['--models', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', '--num-epochs', '3', '--batch-size', '32',
-        '--image-size', '64', '--dataset', 'sample', '--device', 'cpu', '--figures', '']
+GRID = ['--models', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', '--num-epochs', '3',
+        '--batch-size', '32', '--image-size', '64', '--dataset', 'sample', '--device', 'cpu', '--figures', '']
 
 
 @pytest.fixture(scope='session')
@@ -48,7 +48,8 @@ def ray_cluster(ray_auth):
 
 def rows(out):
     r = json.loads((Path(out) / 'results.json').read_text())['runs']
-    return sorted((x['model'], x['subset_size'], x['seed'], round(x['top1_error'], 6), round(x['top5_error'], 6)) for x in r)
+    return sorted((x['model'], x['subset_size'], x['seed'], round(x['top1_error'], 6), round(x['top5_error'], 6))
+                  for x in r)
 
 
 def numbers(out):
@@ -71,7 +72,8 @@ def sub_env(ray_auth, **extra) -> dict:
 
 
 def cli(*args, env, cwd, timeout=900):
-    return subprocess.run([MINISWEEP, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run([MINISWEEP, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
 
 
 def stderr_lines(p) -> list:
@@ -79,7 +81,7 @@ def stderr_lines(p) -> list:
 
 
 def alive(pid: int, started: float) -> bool:
-    "Whether the process that `(pid, started)` names still runs (not gone, not a zombie, not a new process with its pid)."
+    "Whether the process `(pid, started)` still runs (not gone, not a zombie, not a new process with its pid)."
     try:
         p = psutil.Process(pid)
         return p.create_time() == started and p.status() != psutil.STATUS_ZOMBIE
@@ -112,9 +114,10 @@ class RayCluster:
 
     def head(self):
         # the README's head command, with the test's own ports (another cluster may run on this machine)
-        return self.start('--head', '--node-ip-address', '127.0.0.1', '--port', self.port, '--num-cpus', 1, '--num-gpus', 0,
-                          '--object-store-memory', 80 * MB, '--include-dashboard', 'false', '--dashboard-port', free_port(),
-                          '--ray-client-server-port', free_port(), '--temp-dir', self.temp, name='head')
+        return self.start('--head', '--node-ip-address', '127.0.0.1', '--port', self.port, '--num-cpus', 1,
+                          '--num-gpus', 0, '--object-store-memory', 80 * MB, '--include-dashboard', 'false',
+                          '--dashboard-port', free_port(), '--ray-client-server-port', free_port(),
+                          '--temp-dir', self.temp, name='head')
 
     def worker(self, name='worker', env=None):
         # the README's worker command
@@ -176,7 +179,7 @@ def grid_reference(tmp_path_factory, session_env, ray_auth):
     return root / 'sweep'
 
 
-# --- a local Ray, in this process (slow: whole sweeps) -------------------------------------------------------------------
+# --- a local Ray, in this process (slow: whole sweeps) -----------------------------------------------------------
 
 @pytest.mark.slow           # a whole sweep on a Ray cluster beside the local one: make test-slow
 def test_ray_sweep_equals_local(ray_cluster, local_sweep, tmp_path):
@@ -192,7 +195,8 @@ def test_ray_sweep_equals_local(ray_cluster, local_sweep, tmp_path):
 @pytest.mark.slow           # a second Ray sweep; the default run keeps the one that must equal the local sweep
 def test_ray_failing_task_is_retried_then_reported(ray_cluster, tmp_path):
     code = main(['sweep', '--models', 'resnet18', '--subset-sizes', '1', '0.05', '--seeds', '0', *SMALL,
-                 '--out', str(tmp_path / 's'), '--figures', str(tmp_path / 'fig'), '--executor', 'ray', '--max-retries', '1'])
+                 '--out', str(tmp_path / 's'), '--figures', str(tmp_path / 'fig'), '--executor', 'ray',
+                 '--max-retries', '1'])
     assert code == 1
     runs = json.loads((tmp_path / 's' / 'sweep.json').read_text())['runs']
     assert runs['resnet18/subset_1.0000/seed_0']['state'] == 'done'
@@ -202,7 +206,7 @@ def test_ray_failing_task_is_retried_then_reported(ray_cluster, tmp_path):
     assert len(attempts) == 2
 
 
-# --- the wrong cluster, in one line (fast) -------------------------------------------------------------------------------
+# --- the wrong cluster, in one line (fast) -----------------------------------------------------------------------
 
 def test_remote_cluster_needs_shared_absolute_folder(capsys):
     assert main(['sweep', '--models', 'resnet18', '--subset-sizes', '1', *SMALL, '--out', 'runs/x',
@@ -211,21 +215,23 @@ def test_remote_cluster_needs_shared_absolute_folder(capsys):
 
 
 def test_unreachable_address_is_one_line(ray_auth, tmp_path):
-    p = cli('sweep', '--models', 'resnet18', '--subset-sizes', '1', *SMALL, '--out', tmp_path / 's', '--executor', 'ray',
-            '--ray-address', f'127.0.0.1:{free_port()}', env=sub_env(ray_auth), cwd=tmp_path, timeout=120)
+    p = cli('sweep', '--models', 'resnet18', '--subset-sizes', '1', *SMALL, '--out', tmp_path / 's',
+            '--executor', 'ray', '--ray-address', f'127.0.0.1:{free_port()}',
+            env=sub_env(ray_auth), cwd=tmp_path, timeout=120)
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(stderr_lines(p)) == 1 and 'cannot reach a Ray cluster at 127.0.0.1' in p.stderr
 
 
 def test_no_gpu_for_gpus_per_run_is_one_line(ray_auth, tmp_path):
     "A single-node Ray that this sweep starts itself (no address), on a machine with no GPU to lend."
-    p = cli('sweep', '--models', 'resnet18', '--subset-sizes', '1', *SMALL, '--out', tmp_path / 's', '--executor', 'ray',
-            '--gpus-per-run', '1', env=sub_env(ray_auth, CUDA_VISIBLE_DEVICES=''), cwd=tmp_path, timeout=300)
+    p = cli('sweep', '--models', 'resnet18', '--subset-sizes', '1', *SMALL, '--out', tmp_path / 's',
+            '--executor', 'ray', '--gpus-per-run', '1',
+            env=sub_env(ray_auth, CUDA_VISIBLE_DEVICES=''), cwd=tmp_path, timeout=300)
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(stderr_lines(p)) == 1 and 'can hold a run of 1 CPU + 1 GPU' in p.stderr and 'GPU' in p.stderr
 
 
-# --- two nodes, started with the README's commands (slow) ----------------------------------------------------------------
+# --- two nodes, started with the README's commands (slow) --------------------------------------------------------
 
 @pytest.mark.slow
 def test_two_node_cluster_sweep_equals_local(ray_cli, local_sweep, ray_auth, tmp_path):
@@ -257,7 +263,8 @@ def sweep_losing_worker(c: RayCluster, worker, out: Path, env: dict, *extra) -> 
     epoch and not finished; returns (the sweep's exit status, its output, the run folder, the run's first log line)."""
     logfile = out.parent / f'{out.name}.log'
     with open(logfile, 'w') as log:
-        p = subprocess.Popen([MINISWEEP, 'sweep', *GRID, '--out', out, '--executor', 'ray', '--ray-address', c.address, *extra],
+        p = subprocess.Popen([MINISWEEP, 'sweep', *GRID, '--out', out, '--executor', 'ray', '--ray-address', c.address,
+                              *extra],
                              stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out.parent)
     try:
         t_end, run = time.monotonic() + 600, None
@@ -298,7 +305,8 @@ def test_node_lost_without_retries_is_reported_then_resumed(ray_cli, grid_refere
     assert code == 1, text[-3000:]
     key = str(run.relative_to(out))
     table = [l for l in text.splitlines() if l.startswith(f'| {key} |')]
-    assert len(table) == 1 and 'died' in table[0] and 'after 1 attempts' in table[0] and 'resume' in table[0], text[-3000:]
+    assert len(table) == 1, text[-3000:]
+    assert 'died' in table[0] and 'after 1 attempts' in table[0] and 'resume' in table[0], table[0]
     assert 'Traceback' not in text
     # the same command again, on the node that is left: only the lost run trains, from its last.pt
     p = cli('sweep', *GRID, '--out', out, '--executor', 'ray', '--ray-address', c.address, env=env, cwd=tmp_path)
