@@ -4,86 +4,216 @@
 
 # %% ../nbs/04b_ray.ipynb #c002
 from __future__ import annotations
-import os, time
+import hashlib, os, socket, sys, tempfile, time, uuid
+from contextlib import contextmanager
 from pathlib import Path
 
-from .core import UserError
+import minisweep
+from .core import SAMPLE, UserError
 from .jobs import execute_job, train_notebook
 
 # %% auto #0
-__all__ = ['NODE_LOCAL', 'is_remote', 'check_ray', 'JobFailed', 'run_ray']
+__all__ = ['is_remote', 'check_ray', 'reach', 'connect', 'check_resources', 'code_id', 'probe', 'check_nodes', 'JobFailed',
+           'failure_message', 'run_ray']
 
 # %% ../nbs/04b_ray.ipynb #c004
-NODE_LOCAL = ('/tmp', '/var/tmp', '/dev/shm', '/run')
-
 def _ray():
     try:
         import ray
         return ray
     except ImportError:
-        raise UserError("the ray executor needs Ray: pip install 'minisweep[ray]' (or pip install 'ray[default]')") from None
+        raise UserError("the ray executor needs Ray: pip install 'minisweep[ray]' (or pip install 'ray[default]')") \
+            from None
 
 # %% ../nbs/04b_ray.ipynb #sp01
 def is_remote(address: str | None) -> bool:
     "Whether `address` names a cluster to connect to (not a local Ray started or found by this process)."
     return bool(address) and address not in ('local',)
 
-# %% ../nbs/04b_ray.ipynb #sp02
+# %% ../nbs/04b_ray.ipynb #c005
 def check_ray(out: Path,                     # the sweep folder, as given
               address: str | None = None,    # Ray cluster address; None: a local cluster
               **kw) -> None:
-    "Refuse what cannot work on a cluster: Ray missing, a relative or node-local sweep folder for a remote cluster."
+    "Refuse what cannot work on any cluster: Ray missing, a relative sweep folder for a remote cluster."
     _ray()
-    if is_remote(address):
-        if not Path(out).expanduser().is_absolute():
-            raise UserError(f'--out {out} is a relative path: on a cluster every node must see the sweep folder, give an absolute path on shared storage')
-        p = str(Path(out).expanduser())
-        if any(p == d or p.startswith(d + '/') for d in NODE_LOCAL):
-            raise UserError(f'--out {out} is on node-local storage: put the sweep folder on storage every node sees (NFS, Lustre, ...)')
+    if is_remote(address) and not Path(out).expanduser().is_absolute():
+        raise UserError(f'--out {out} is a relative path: on a cluster every node must see the sweep folder, '
+                        'give an absolute path on shared storage')
 
-# %% ../nbs/04b_ray.ipynb #c007
+# %% ../nbs/04b_ray.ipynb #sp23
+def reach(address: str,           # host:port of the head node's GCS, or ray://host:port of its client server
+          timeout: float = 5.0):
+    "A one-line `UserError` when nothing accepts a TCP connection at `address`."
+    host_port = address.split('://', 1)[-1]
+    host, _, port = host_port.rpartition(':')
+    if not host or not port.isdigit(): return          # 'auto' and other forms: Ray resolves them
+    try:
+        with socket.create_connection((host.strip('[]'), int(port)), timeout=timeout): pass
+    except OSError as e:
+        why = 'no answer' if isinstance(e, socket.timeout) else (e.strerror or str(e)).lower()
+        raise UserError(f'cannot reach a Ray cluster at {address} ({why}): start one with `ray start --head` there, '
+                        f'or give the head node\'s address and port') from None
+
+# %% ../nbs/04b_ray.ipynb #sp25
+@contextmanager
+def _held_stderr():
+    "Hold what is written to file descriptor 2 (Python's or C++'s) in the block; write it out unless the block raised."
+    sys.stderr.flush()
+    saved, held = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(held.fileno(), 2)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
+        if not failed: held.seek(0); sys.stderr.write(held.read().decode('utf-8', 'replace')); sys.stderr.flush()
+        held.close()
+
+def connect(address: str | None) -> bool:
+    "Join the cluster at `address` (None or 'local': start or find one on this machine); True when this call connected."
+    ray = _ray()
+    if ray.is_initialized(): return False
+    if is_remote(address): reach(address)
+    try:
+        with _held_stderr():
+            ray.init(address=address if is_remote(address) else None, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+    except Exception as e:                   # ConnectionError, RuntimeError (versions), AuthenticationError, ...
+        first = next((l for l in str(e).splitlines() if l.strip()), type(e).__name__)
+        auth = ('; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token '
+                '(RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) here too' if is_remote(address) else '')
+        raise UserError(f'cannot join the Ray cluster at {address or "this machine"}: {first[:300]}{auth}') from None
+    return True
+
+# %% ../nbs/04b_ray.ipynb #sp27
+def check_resources(nodes: list,          # `ray.nodes()`: one dict per node, with Alive and Resources
+                    gpus_per_run: float,
+                    cpus_per_run: float,
+                    address: str | None = None):
+    "A one-line `UserError` when no live node can hold one run."
+    alive = [n.get('Resources', {}) for n in nodes if n.get('Alive')]
+    if any(r.get('GPU', 0) >= gpus_per_run and r.get('CPU', 0) >= cpus_per_run for r in alive): return
+    have = ', '.join(f'{r.get("CPU", 0):g} CPU + {r.get("GPU", 0):g} GPU' for r in alive) or 'none alive'
+    raise UserError(f'no node of the Ray cluster at {address or "this machine"} can hold a run of '
+                    f'{cpus_per_run:g} CPU + {gpus_per_run:g} GPU (--cpus-per-run, --gpus-per-run); its nodes: {have}')
+
+# %% ../nbs/04b_ray.ipynb #sp30
+def code_id() -> str:
+    "minisweep's version and a digest of its code (modules and training notebook): what a run's numbers depend on."
+    here, h = Path(minisweep.__file__).parent, hashlib.sha256()
+    for p in sorted(here.glob('*.py')) + [train_notebook()]:
+        h.update(p.name.encode()); h.update(p.read_bytes())
+    return f'{minisweep.__version__} (code {h.hexdigest()[:12]})'
+
+def probe(token_file: str, token: str, dataset: str | None) -> dict:
+    "Run on one node: its minisweep, whether it reads the sweep folder's token file and sees the dataset folder."
+    try: sees = Path(token_file).read_text() == token
+    except OSError: sees = False
+    return dict(code=code_id(), sees_folder=sees, sees_data=dataset is None or Path(dataset).exists(),
+                host=socket.gethostname())
+
+# %% ../nbs/04b_ray.ipynb #sp33
+def _node_name(n: dict) -> str: return f'{n.get("NodeManagerAddress", "?")} (Ray node {n["NodeID"][:8]})'
+
+def check_nodes(sweep_dir: Path,           # the sweep folder, where sweep.json is
+                dataset: str | None,       # a dataset folder every node must see; None: nothing to check
+                timeout: float = 120):
+    "Run `probe` on every live node; a one-line `UserError` for the first node that differs from this machine."
+    ray = _ray()
+    import ray.exceptions as rx
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    token, token_file = uuid.uuid4().hex, Path(sweep_dir) / f'.ray-probe-{os.getpid()}'
+    token_file.write_text(token)
+    try:
+        nodes = [n for n in ray.nodes() if n.get('Alive')]
+        task = ray.remote(num_cpus=0, max_retries=0)(probe)
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n['NodeID'], soft=False))
+                .remote(str(token_file), token, dataset) for n in nodes]
+        done, late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if late:
+            raise UserError(f'node {_node_name(nodes[refs.index(late[0])])} did not answer within {timeout:g} s: '
+                            'check it, or remove it from the cluster')
+        here = code_id()
+        for n, ref in zip(nodes, refs):
+            try: r = ray.get(ref)
+            except (rx.TaskUnschedulableError, rx.NodeDiedError): continue     # died since ray.nodes(): lends nothing
+            except Exception as e:
+                raise UserError(f'node {_node_name(n)} could not run minisweep ({type(e).__name__}): '
+                                'install it there') from None
+            name = _node_name(n)
+            if r['code'] != here:
+                raise UserError(f'node {name} runs minisweep {r["code"]}, this machine {here}: '
+                                'install the same minisweep on every node')
+            if not r['sees_folder']:
+                raise UserError(f'node {name} does not see the sweep folder {sweep_dir}: '
+                                'put it on storage every node mounts at the same path')
+            if not r['sees_data']:
+                raise UserError(f'node {name} does not see the dataset folder {dataset}: '
+                                'put the data at the same path on every node')
+    finally: token_file.unlink(missing_ok=True)
+
+# %% ../nbs/04b_ray.ipynb #c008
 class JobFailed(Exception):
     "A papermill job that failed; its message is the failing cell and error."
 
-# %% ../nbs/04b_ray.ipynb #sp03
-def _ray_job(notebook: str, out_nb: str, params: dict) -> dict:
-    "Body of one Ray task: execute the training notebook; raise `JobFailed` so Ray retries."
-    import socket
-    devices = os.environ.get('CUDA_VISIBLE_DEVICES', '')
+# %% ../nbs/04b_ray.ipynb #c009
+def _ray_job(out_nb: str, params: dict) -> dict:
+    "Body of one Ray task: execute the node's training notebook; raise `JobFailed` so Ray retries."
+    import ray
+    devices, node = os.environ.get('CUDA_VISIBLE_DEVICES', ''), ray.get_runtime_context().get_node_id()[:8]
     run_dir = Path(out_nb).parent; run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / '.attempts', 'a') as f: f.write(f'{time.time():.0f} {socket.gethostname()} CUDA_VISIBLE_DEVICES={devices}\n')
-    ok, err, secs = execute_job(Path(notebook), Path(out_nb), params)
+    with open(run_dir / '.attempts', 'a') as f:
+        f.write(f'{time.time():.0f} {socket.gethostname()} ray_node={node} CUDA_VISIBLE_DEVICES={devices}\n')
+    ok, err, secs = execute_job(train_notebook(), Path(out_nb), params)
     if not ok: raise JobFailed(err)
-    return dict(seconds=secs, cuda_visible_devices=devices, node=socket.gethostname())
+    return dict(seconds=secs, cuda_visible_devices=devices, node=socket.gethostname(), ray_node=node)
 
-# %% ../nbs/04b_ray.ipynb #sp04
+# %% ../nbs/04b_ray.ipynb #sp35
+def failure_message(e: Exception, attempts: int) -> str:
+    "One line for the failure table: the job's own error, or the lost worker or node."
+    import ray.exceptions as rx
+    if isinstance(e, (rx.NodeDiedError, rx.WorkerCrashedError, rx.LocalRayletDiedError, rx.OutOfMemoryError)):
+        what = {rx.NodeDiedError: 'its Ray node died', rx.OutOfMemoryError: 'its Ray worker was killed for memory'}.get(
+            type(e), 'its Ray worker or node died')
+        return f'{what} ({type(e).__name__}; after {attempts} attempts; rerun the sweep to resume from last.pt)'
+    cause = getattr(e, 'cause', None) or e
+    msg = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+    return f'{msg} (after {attempts} attempts)'
+
+# %% ../nbs/04b_ray.ipynb #c010
 def run_ray(jobs: list,                  # (key, params, run_dir) of every run to do
             on_start, on_end,            # callbacks of the sweep's bookkeeping
             address: str | None = None,  # cluster address; None: start (or reuse) a local Ray
             gpus_per_run: float | None = None,  # None: 1 when the cluster has GPUs, else 0
             cpus_per_run: float = 1,
-            max_retries: int = 1,        # retries of a failed task before it is reported
+            max_retries: int = 1,        # retries of a failed task (a failed job or a lost node) before it is reported
            ):
-    "Submit every job as a Ray task and report each result as it arrives."
+    "Check the cluster and its nodes, submit every job as a Ray task and report each result as it arrives."
     ray = _ray()
-    if not ray.is_initialized():
-        ray.init(address=None if address in (None, 'local') else address, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    if gpus_per_run is None: gpus_per_run = 1 if ray.cluster_resources().get('GPU', 0) > 0 else 0
-    task = ray.remote(num_gpus=gpus_per_run, num_cpus=cpus_per_run, max_retries=max_retries,
-                      retry_exceptions=[JobFailed])(_ray_job)
-    nb = str(train_notebook())
-    pending = {}
-    for key, params, run_dir in jobs:
-        ref = task.remote(nb, str(Path(run_dir) / 'train.ipynb'), params)
-        pending[ref] = (key, time.perf_counter()); on_start(key, ' (submitted to Ray)')
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        key, t0 = pending.pop(done[0])
-        try:
-            info = ray.get(done[0])
-            on_end(key, True, None, info['seconds'], **{k: info[k] for k in ('cuda_visible_devices', 'node')})
-        except Exception as e:
-            cause = getattr(e, 'cause', None) or e
-            msg = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
-            on_end(key, False, f'{msg} (after {max_retries + 1} attempts)', time.perf_counter() - t0)
+    joined = connect(address)
+    try:
+        if gpus_per_run is None: gpus_per_run = 1 if ray.cluster_resources().get('GPU', 0) > 0 else 0
+        check_resources(ray.nodes(), gpus_per_run, cpus_per_run, address)
+        if jobs:
+            run_dir = Path(jobs[0][2])
+            sweep_dir = next((p for p in run_dir.parents if (p / 'sweep.json').exists()), run_dir.parent)
+            data = jobs[0][1].get('dataset') or SAMPLE           # a folder here must be a folder on every node
+            folder = data != SAMPLE and Path(data).expanduser().exists()
+            check_nodes(sweep_dir, str(Path(data).expanduser().absolute()) if folder else None)
+        task = ray.remote(num_gpus=gpus_per_run, num_cpus=cpus_per_run, max_retries=max_retries,
+                          retry_exceptions=[JobFailed])(_ray_job)
+        pending = {}
+        for key, params, run_dir in jobs:
+            ref = task.remote(str(Path(run_dir) / 'train.ipynb'), params)
+            pending[ref] = (key, time.perf_counter()); on_start(key, ' (submitted to Ray)')
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            key, t0 = pending.pop(done[0])
+            try: info = ray.get(done[0])
+            except Exception as e:
+                on_end(key, False, failure_message(e, max_retries + 1), time.perf_counter() - t0); continue
+            where = {k: info[k] for k in ('cuda_visible_devices', 'node', 'ray_node')}
+            on_end(key, True, None, info['seconds'], **where)
+    finally:
+        if joined: ray.shutdown()
