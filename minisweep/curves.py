@@ -334,6 +334,7 @@ def fit_laws(sm: SizeMeans, chance=np.nan, n_boot=400, rng=None) -> LawFits:
     ok_chance = np.isfinite(chance) and chance > sm.mean.max() * 0.5
     laws = [l for l, (k, _) in LAWS.items() if m > k and (l != 'plateau' or ok_chance)]
     if not laws: raise UserError(f'fit needs >= 3 distinct training-set sizes, got {m}')
+    laws = [l for l in laws if m > LAWS[l][0] + 1] or laws      # one criterion for all: AICc where any law has one
     fits = {l: fit_law(l, sm.mean, w, x, chance) for l in laws}
     scores = {l: float(aicc(fits[l][1][0], LAWS[l][0], m)) for l in laws}
     pick = lambda S: np.array(list(LAWS))[choose_law(np.stack([S.get(l, np.full(len(S[laws[0]]), np.nan))
