@@ -13,7 +13,7 @@ __all__ = ['LAWS', 'BACKTEST_TOLERANCE', 'MAX_EXTRAPOLATION', 'MIN_EXTRAPOLATION
 
 # %% ../nbs/04_curves.ipynb #c002
 import json, os, re
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
