@@ -204,10 +204,11 @@ class Settings:
     num_threads: int = 0                   # CPU threads for torch; 0: every core
     progress: bool = True                  # progress bar per epoch, when stderr is a terminal
     tensorboard: bool = False              # TensorBoard scalars at each validation, in <out_dir>/tensorboard (pip install 'minisweep[tensorboard]')
+    keep_last: bool = False                # keep last.pt after the run finishes (it can then be extended with more epochs)
     out_dir: str = ''                      # the run directory; empty: a new temporary folder
 
     # knobs that change neither the numbers nor the meaning of a run: a run may resume under other values of these
-    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard')
+    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard', 'keep_last')
 
     @classmethod
     def from_dict(cls, d: dict):
