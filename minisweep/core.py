@@ -10,8 +10,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'CONTEXT_COLUMNS',
            'BUDGET_COLUMNS', 'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'RULES', 'UserError', 'check_fraction',
-           'file_mode', 'atomic_write', 'check_writable', 'n_workers', 'subset_folder', 'lr_folder', 'run_key',
-           'is_complete', 'read_log', 'select_learning_rates', 'setting_problem', 'Settings']
+           'file_mode', 'atomic_write', 'check_writable', 'n_workers', 'no_link', 'subset_folder', 'lr_folder',
+           'run_key', 'is_complete', 'read_log', 'select_learning_rates', 'setting_problem', 'Settings']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -72,6 +72,23 @@ def check_writable(path: Path) -> Path:
 def n_workers() -> int:
     "Processes to work with: the cores this process may use."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+# %% ../nbs/00_core.ipynb #9df94147
+def no_link(path: Path,          # a file or folder minisweep is about to write, rename or delete
+            root: Path | None = None,  # the folder the user chose; links above it are the user's business
+           ) -> Path:
+    "`path`, or a one-line `UserError` when it or a folder between it and `root` is a symbolic link."
+    path = Path(path)
+    parts = [path, *path.parents]
+    if root is not None:
+        root = Path(root)
+        parts = parts[:parts.index(root)] if root in parts else parts[:1]
+    else: parts = parts[:1]
+    for p in parts:
+        if p.is_symlink():
+            raise UserError(f'{p} is a symbolic link: minisweep does not write through links; replace it with a real file or folder')
+    return path
+
 
 # %% ../nbs/00_core.ipynb #ly_08
 RUN_FILES = ('metrics.json', 'best.pt', 'last.pt', 'log.jsonl', 'train.ipynb')
