@@ -1,5 +1,5 @@
 """The house's weights, measured: words per markdown cell, prose per library line, lines over 120 characters, README
-length. Prints the figures; exits 1 when a limit is broken (`make test` runs it)."""
+length. Prints the figures, and the problems of the files named as arguments (default: the first 40); exits 1 when a limit is broken (`make test` runs it)."""
 import json, re, statistics, sys
 from pathlib import Path
 
@@ -45,8 +45,9 @@ def main() -> int:
     if median > MAX_MEDIAN_WORDS: problems.append(f'median words per markdown cell {median:g} > {MAX_MEDIAN_WORDS}')
     if prose_per_line > MAX_PROSE_PER_LINE: problems.append(f'prose per library line {prose_per_line:.2f} > {MAX_PROSE_PER_LINE:g}')
     if readme > MAX_README: problems.append(f'README.md has {readme} lines > {MAX_README}')
-    for p in problems[:40]: print('  ' + p, file=sys.stderr)
-    if len(problems) > 40: print(f'  ... and {len(problems) - 40} more', file=sys.stderr)
+    shown = [p for p in problems if any(a in p for a in sys.argv[1:])] if sys.argv[1:] else problems[:40]
+    for p in shown: print('  ' + p, file=sys.stderr)
+    if len(problems) > len(shown): print(f'  ... and {len(problems) - len(shown)} more (name files to see theirs)', file=sys.stderr)
     return 1 if problems else 0
 
 
