@@ -33,7 +33,7 @@ from report import findings, report
 from minisweep.core import atomic_write      # the report and its numbers are never half-written
 from decode import large_copy, measure_decode, sweep_check
 from speed import measure_training
-from data_path import data_breakdown, measure_data_only
+from data_path import measure_data_only
 from memory import demo_check, memory_check
 import jobs
 
@@ -52,9 +52,6 @@ def parse_args(argv=None):
     p.add_argument('--seconds', type=float, default=None, help='target seconds of one timed repeat; default 2, quick 0.5')
     p.add_argument('--copy-per-class', type=int, default=None,
                    help='training images per class in the 500x375 copy; default 20 (2,000 images), quick 2')
-    p.add_argument('--before', action='store_true',
-                   help='on the CPU, also time minisweep as it was before the CPU fixes (batched gather + normalize, '
-                        'for-loop SGD) and the bare loop with that SGD, in the same rounds')
     p.add_argument('--no-seed', action='store_true', help='skip the seed-style pipeline with the model')
     p.add_argument('--no-sweep', action='store_true', help='skip the decode-once sweep check (skipped by --quick unless --sweep)')
     p.add_argument('--no-demo', action='store_true', help='skip the demo run (skipped by --quick unless --demo)')
@@ -74,7 +71,7 @@ def parse_args(argv=None):
     a.repeats = a.repeats or (1 if a.quick else 5)
     a.seconds = a.seconds or (0.5 if a.quick else 2.0)
     a.copy_per_class = a.copy_per_class or (2 if a.quick else 20)
-    if a.quick: a.no_sweep, a.no_demo, a.before = a.no_sweep or not a.sweep, a.no_demo or not a.demo, False
+    if a.quick: a.no_sweep, a.no_demo = a.no_sweep or not a.sweep, a.no_demo or not a.demo
     if a.quick: a.no_memory = a.no_memory or not a.memory
     a.memory_sizes = a.memory_sizes or ([64] if a.quick else [64, 227])
     if a.batch_size < 1: p.error('--batch-size must be at least 1')
@@ -129,7 +126,7 @@ def _main(args, argv, whole):
                     stored={str(s): stored_size(s) for s in args.image_sizes},
                     copy_n=0, copy_kb=json.loads((copy / 'copy.json').read_text())['mean_kb'] if copy else 0)
     res = dict(info=info, settings=settings, command='bench/bench.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
-               train=[], data=[], decode=[], breakdown=[], incomplete='starting')
+               train=[], data=[], decode=[], incomplete='starting')
     json_path = Path(args.json or work / 'bench.json')
 
     def save(stage=None):
@@ -178,9 +175,6 @@ def measure_all(args, res, save, device, dataset: Path, copy: Path | None, work:
     log('data path alone ...')
     save('data path alone')
     for s in args.image_sizes: res['data'].append(measure_data_only(args, s, data_for(s), device))
-    if device.type == 'cpu':
-        log('where the CPU batch time goes ...')
-        res['breakdown'] = [b for b in (data_breakdown(args, s, data_for(s)) for s in args.image_sizes) if b]
 
     log('3b. decode once in a sweep ...')
     save('the sweep')

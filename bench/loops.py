@@ -2,10 +2,7 @@
 
 - `MinisweepLoop`: minisweep's own code path, set up as `train_run` sets it up;
 - `BareLoop`: the ceiling, the same model and optimizer on one synthetic batch already on the device;
-- `SeedLoop`: the seed-style pipeline, a DataLoader decoding JPEGs with PIL and torchvision transforms.
-
-With `before=True`, `MinisweepLoop` is minisweep as it was before the CPU fixes (`old_optimizer`, `patch_batches_before`),
-patched back inside the benchmark only."""
+- `SeedLoop`: the seed-style pipeline, a DataLoader decoding JPEGs with PIL and torchvision transforms."""
 from __future__ import annotations
 import gc, itertools
 
@@ -23,7 +20,7 @@ def make_cfg(args, model, size, dataset, device, compile=False):
 
 class MinisweepLoop:
     "minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `train_epoch`, set up as `train_run` does."
-    def __init__(self, cfg, device, before=False):
+    def __init__(self, cfg, device):
         from minisweep.train import prepare_data, run_length, make_optimizer, compile_model
         from minisweep.models import create_model
         self.cfg, self.device = cfg, device
@@ -32,8 +29,7 @@ class MinisweepLoop:
         length = run_length(self.data['n_train'], cfg)
         model = create_model(cfg.model, len(self.data['classes']), cfg.image_size).to(device)
         if self.data['train'].channels_last: model = model.to(memory_format=torch.channels_last)
-        self.opt, self.sched = (old_optimizer if before else make_optimizer)(model, cfg, length['total_steps'], length['warmup_steps'], device)
-        if before: patch_batches_before(self.data['train'])
+        self.opt, self.sched = make_optimizer(model, cfg, length['total_steps'], length['warmup_steps'], device)
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.model = compile_model(model) if cfg.compile else model
         self.n_classes, self.channels_last = len(self.data['classes']), self.data['train'].channels_last
@@ -62,26 +58,6 @@ def epoch_after_epoch(b, seed: int, epochs: list):
     while True:
         epochs[0] += 1; b.set_epoch(seed, epochs[0])
         yield from b
-
-def old_optimizer(model, cfg, total_steps, warmup_steps, device):
-    "BEFORE, not minisweep's current code: `make_optimizer` as it was, a for-loop SGD (`foreach=False`) on the CPU."
-    from minisweep.train import param_groups, lr_factor
-    opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.momentum > 0, foreach=False)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
-
-def old_batch(images, idx, size, gen):
-    "BEFORE: the CPU batch as minisweep cut it until the fix: `normalize(crop_flip(images[idx]), channels_last=False)`."
-    from minisweep.data import crop_flip, normalize
-    return normalize(crop_flip(images[idx], size, gen), False)
-
-def patch_batches_before(b):
-    "BEFORE: make this `Batches` cut its CPU batches the old way (bit-identical batches, only slower)."
-    orig = b._batch
-    def _batch(idx, gen):
-        if b.images.device.type != 'cpu' or b.device.type != 'cpu' or b.channels_last: return orig(idx, gen)
-        return old_batch(b.images, idx, b.image_size, gen), b.labels[idx]
-    b._batch = _batch
 
 class BareLoop:
     "The ceiling: the same model, optimizer settings, autocast and memory format on one synthetic batch already on the device."

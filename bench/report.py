@@ -63,8 +63,8 @@ def settings_section(res: dict) -> list:
             f"{'on' if info['device'].startswith('cuda') else 'as `auto` measured it faster on this CPU (the bare loop matches)'}.",
             f"- each number is the **median of {s['repeats']} timed repeats** of a fixed number of steps (the same for every "
             f"loop of a row, chosen so one repeat takes about {s['seconds']:g} s on the bare loop), after a warm-up of at least "
-            f"3 steps and 2 s per loop{' (quick: 1 step)' if s['quick'] else ''}. The repeats of minisweep and the bare loop (and, with `--before`, "
-            "the before-the-fixes pair) run round-robin, so drift and other load hit them alike; the seed-style loop runs after "
+            f"3 steps and 2 s per loop{' (quick: 1 step)' if s['quick'] else ''}. The repeats of minisweep and the bare loop "
+            "run round-robin, so drift and other load hit them alike; the seed-style loop runs after "
             "them, its repeats back to back (its workers would otherwise prefetch for free while the other loops run).",
             f"- 64 px rows: `{s['dataset']}` (Tiny-ImageNet-100, 64x64 JPEGs, 40,000 training images), cache at "
             f"{s['stored'].get('64', '-')} px. Larger sizes: `{s['copy']}`, {s['copy_n']:,} training images of it re-encoded "
@@ -101,25 +101,6 @@ def training_section(res: dict) -> list:
                      [[name(r), r['image_size'], spread(r['bare']), spread(r['minisweep']), spread(r['seed']) if r.get('seed') else '-']
                       for r in res['train']])
 
-def quiet_ratio(d: dict) -> str:
-    "A `round_ratios` result: the quiet rounds' median and how many there were (all rounds where none was quiet)."
-    v, n = (d['quiet'], d['n_quiet']) if d['quiet'] is not None else (d['all'], d['n'])
-    return f"{v:.3f} ({n}{'' if d['quiet'] is not None else ', none quiet'})"
-
-def before_after_section(res: dict) -> list:
-    "With `--before`: minisweep before and after the CPU fixes, measured in the same rounds."
-    wb = [r for r in res['train'] if 'bare_before' in r]
-    if not wb: return []
-    L = ['', '### Before and after the CPU fixes, measured in the same rounds', '',
-         'Two more loops ran round-robin with the two above (same steps, same repeats): minisweep as it was before the CPU '
-         'fixes (batches cut by `normalize(crop_flip(images[idx]))`, for-loop SGD), patched back **inside this benchmark '
-         'only** (`patch_batches_before`, `old_optimizer`), and the bare loop with that old SGD. Ratios are medians of the '
-         'round-by-round ratios over the quiet rounds (over all rounds where none was quiet; count in brackets).', '']
-    return L + table(['model', 'px', 'bare, old SGD', 'minisweep before', '**before / bare (old SGD)**', 'minisweep now', '**now / before**'],
-                     [[r['model'], r['image_size'], fmt(r['bare_before']['ips']), fmt(r['minisweep_before']['ips']),
-                       f"**{quiet_ratio(r['rounds_before_bare_before'])}**", fmt(r['minisweep']['ips']), f"**{quiet_ratio(r['rounds_now_before'])}**"]
-                      for r in wb])
-
 def gpu_memory_line(res: dict) -> list:
     if not any('max_memory_allocated_gib' in r for r in res['train']): return []
     return ['', 'GPU memory (torch.cuda.max_memory_allocated, all loops of the row): ' +
@@ -134,26 +115,6 @@ def data_path_section(res: dict) -> list:
     return L + table(['px', 'data', 'seed-style loader', 'minisweep batches', '**minisweep / seed**', 'other load (cores)'],
                      [[r['image_size'], r['dataset'], fmt(r['seed']['ips'], 0), fmt(r['minisweep']['ips'], 0), f"**{r['ratio']:.1f}x**",
                        f"{r['contention']['other_cores']:.2f}"] for r in res['data']])
-
-def cpu_batch_section(res: dict) -> list:
-    "On the CPU: milliseconds per batch of `cpu_batch` against the old path and its steps, with the bare step for scale."
-    if not res.get('breakdown'): return []
-    sizes = [b['image_size'] for b in res['breakdown']]
-    L = ['', '### Where the CPU batch time goes', '',
-         f"Milliseconds of single-thread CPU time per batch of {res['breakdown'][0]['batch_size']} (`time.thread_time`, median "
-         'of 15; barely disturbed by other load): minisweep\'s CPU path now (`cpu_batch`) against the path it replaced and '
-         'that path\'s steps. For scale, the bare training step per batch (wall time, all cores) is in the last rows.', '',
-         '| step | ' + ' | '.join(f'{s} px' for s in sizes) + ' |', '|---|' + '---|' * len(sizes)]
-    for k in res['breakdown'][0]['parts']:
-        L.append(f'| {k} | ' + ' | '.join(f"{b['parts'][k]:.1f}" for b in res['breakdown']) + ' |')
-    for m in s_models(res):
-        row = []
-        for sz in sizes:
-            r = next((r for r in res['train'] if r['model'] == m and r['image_size'] == sz and not r['compile']), None)
-            row.append(f"{1e3 * r['bare']['batch_size'] / r['bare']['ips']:.0f}" if r else '-')
-        L.append(f'| for scale: bare {m} training step (wall, {res["info"]["cores"]} threads) | ' + ' | '.join(row) + ' |')
-    L.append('| `cpu_batch` gives batches identical to the old path | ' + ' | '.join('yes' if b['identical'] else '**no**' for b in res['breakdown']) + ' |')
-    return L
 
 def decode_section(res: dict) -> list:
     "Section 3: the cost of decoding once, per dataset and split."
@@ -251,15 +212,15 @@ def findings_section(res: dict) -> list:
     if notes.exists(): L += [notes.read_text().strip(), '']
     return L
 
-SECTIONS = (header, machine_section, settings_section, training_section, before_after_section, gpu_memory_line,
-            data_path_section, cpu_batch_section, decode_section, sweep_section, demo_section, memory_section, findings_section)
+SECTIONS = (header, machine_section, settings_section, training_section, gpu_memory_line,
+            data_path_section, decode_section, sweep_section, demo_section, memory_section, findings_section)
 
 def report(res: dict) -> str:
     "BENCHMARKS.md: every section of `SECTIONS`, in order."
     return '\n'.join(line for section in SECTIONS for line in section(res))
 
 def training_findings(res: dict) -> list:
-    "A line per training row: minisweep against the bare loop (the 0.9x target), the seed-style pipeline, and before the fixes."
+    "A line per training row: minisweep against the bare loop (the 0.9x target) and the seed-style pipeline."
     out = []
     for r in res['train']:
         tag = f"{r['model']}{' + compile' if r['compile'] else ''} at {r['image_size']} px"
@@ -268,24 +229,15 @@ def training_findings(res: dict) -> list:
         verdict = 'meets' if ratio >= 0.9 else 'misses'
         line = f"- {tag}: minisweep runs at {ratio:.2f}x the bare loop ({basis}; {verdict} the 0.9x target)"
         if r.get('seed'): line += f", {r['ratio_minisweep_seed']:.2f}x the seed-style pipeline"
-        if 'bare_before' in r:
-            pick = lambda d: d['quiet'] if d['quiet'] is not None else d['all']
-            line += (f"; {pick(r['rounds_now_before']):.2f}x as fast as before the CPU fixes, which ran at "
-                     f"{pick(r['rounds_before_bare_before']):.2f}x a bare loop with the old SGD")
         out.append(line + '.')
     return out
 
 def data_findings(res: dict) -> list:
-    "A line per data-path row and per CPU batch breakdown."
+    "A line per data-path row."
     out = []
     for r in res['data']:
         out.append(f"- Data path alone at {r['image_size']} px ({r['dataset']}): minisweep's batches come {r['ratio']:.1f}x as fast "
                    f"as the seed-style loader's ({r['minisweep']['ips']:,.0f} vs {r['seed']['ips']:,.0f} images/s).")
-    for b in res.get('breakdown', []):
-        p = b['parts']; whole = p['before, whole batch: normalize(crop_flip(images[idx]))']
-        now = p['now: cpu_batch (per-image crop view, one copy to float NCHW, in-place normalise)']
-        out.append(f"- CPU batch cost at {b['image_size']} px: {now:.1f} ms of CPU per batch with `cpu_batch`, against {whole:.1f} ms "
-                   f"for the old path ({whole / now:.1f}x), {'identical' if b['identical'] else 'NOT identical'} batches.")
     return out
 
 def job_findings(res: dict) -> list:

@@ -1,7 +1,6 @@
 """Sections 1-2: training images/s of minisweep's loop against the bare loop (the ceiling) and the seed-style pipeline.
 
-The repeats of minisweep and the bare loop (and, with `--before` on the CPU, the before-the-fixes pair) run round-robin,
-so that drift and other load hit them alike; the seed-style loop runs after them, its repeats back to back (its workers
+The repeats of minisweep and the bare loop run round-robin, so that drift and other load hit them alike; the seed-style loop runs after them, its repeats back to back (its workers
 would otherwise prefetch for free while the other loops run)."""
 import gc
 from pathlib import Path
@@ -35,16 +34,12 @@ def seed_style(args, cfg, dataset, device, ms, steps, warm_steps, warm_s) -> dic
 
 @contended
 def measure_training(args, model_name, size, dataset, device, compile=False) -> dict:
-    """minisweep vs bare, repeats interleaved round-robin (so drift and other load hit every loop alike); on the CPU also
-    the before-the-fixes pair with `--before` (minisweep as it was, bare with its SGD); then the seed-style pipeline, same model."""
+    """minisweep vs bare, repeats interleaved round-robin (so drift and other load hit both alike); then the seed-style
+    pipeline, same model."""
     cfg = make_cfg(args, model_name, size, dataset, device, compile)
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device)
     ms = MinisweepLoop(cfg, device)
     loops = dict(bare=BareLoop(cfg, device, ms.n_classes, ms.channels_last, ms.opt), minisweep=ms)
-    if args.before and device.type == 'cpu' and not compile:
-        old = MinisweepLoop(cfg, device, before=True)
-        loops['bare_before'] = BareLoop(cfg, device, ms.n_classes, ms.channels_last, old.opt)
-        loops['minisweep_before'] = old
     warm_steps, warm_s = (1, 0.0) if args.quick else (3, 2.0)
     if compile: warm_steps = max(warm_steps, 3)
     steps, times, other = interleaved(loops, args, device, warm_steps, warm_s)
@@ -56,11 +51,6 @@ def measure_training(args, model_name, size, dataset, device, compile=False) -> 
     out['rounds_minisweep_bare'] = round_ratios(out['minisweep'], out['bare'])
     log(f"  {model_name} {size}px{' compile' if compile else ''}: bare {out['bare']['ips']:.1f} img/s, "
         f"minisweep {out['minisweep']['ips']:.1f} img/s, ratio {out['ratio_minisweep_bare']:.3f} ({steps} steps x {args.repeats})")
-    if 'bare_before' in out:
-        out['rounds_before_bare_before'] = round_ratios(out['minisweep_before'], out['bare_before'])
-        out['rounds_now_before'] = round_ratios(out['minisweep'], out['minisweep_before'])
-        log(f"  {model_name} {size}px before the CPU fixes: bare ({loops['bare_before'].sgd} SGD) {out['bare_before']['ips']:.1f} img/s, "
-            f"minisweep {out['minisweep_before']['ips']:.1f} img/s; minisweep now / before {out['rounds_now_before']['all']:.2f}x")
     del loops; gc.collect()
     if not args.no_seed and not compile:
         out['seed'] = seed_style(args, cfg, dataset, device, ms, steps, warm_steps, warm_s)

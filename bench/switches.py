@@ -6,8 +6,6 @@ For each model: minisweep's own training loop (`MinisweepLoop` of bench/loops.py
 each switch flipped, all timed round-robin in the same rounds (median of the repeats, training images/s). Switches:
 
 - everywhere: the memory format `auto` did not pick (`channels_last` forced the other way); `bf16` (autocast) off;
-  fused SGD off (the for-loop SGD `make_optimizer` used before);
-- on the CPU: `cpu_batch` off (the old batch path: `normalize(crop_flip(images[idx]))`, bit-identical batches);
 - on CUDA: `cache_on_device` off (the uint8 cache stays the memory map on disk; each batch is gathered into a pinned
   staging buffer and copied without blocking), `compile` on.
 
@@ -28,31 +26,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import log, machine_info, n_cores  # noqa: E402  (the benchmark's loops and helpers)
 from timing import Contention, timed, warm_up  # noqa: E402
-from loops import BareLoop, MinisweepLoop, make_cfg, old_optimizer, patch_batches_before  # noqa: E402
+from loops import BareLoop, MinisweepLoop, make_cfg  # noqa: E402
 
 BARE = {'true': 'bare step, channels-last', 'false': 'bare step, contiguous'}
 
 
-class Variant(MinisweepLoop):
-    "minisweep's loop, optionally with the for-loop SGD or the old CPU batch path swapped back in."
-    def __init__(self, cfg, device, for_loop_sgd=False, old_batches=False):
-        super().__init__(cfg, device)
-        if for_loop_sgd:
-            from minisweep.train import run_length
-            length = run_length(self.data['n_train'], cfg)
-            self.opt, self.sched = old_optimizer(self.model, cfg, length['total_steps'], length['warmup_steps'], device)
-        if old_batches: patch_batches_before(self.data['train'])
-
-
 def variants(device, picked: str, formats_only: bool) -> list:
-    "(label, TrainConfig changes, Variant options) of every switch that applies on `device`; `picked` is auto's format."
+    "(label, TrainConfig changes) of every switch that applies on `device`; `picked` is auto's format."
     other = {'true': 'false', 'false': 'true'}[picked]
-    v = [(f'defaults (auto: channels_last {picked})', {}, {}), (f'channels_last {other}', dict(channels_last=other), {})]
+    v = [(f'defaults (auto: channels_last {picked})', {}), (f'channels_last {other}', dict(channels_last=other))]
     if formats_only: return v
-    v += [('bf16 off', dict(bf16=False), {}), ('fused SGD off (for-loop SGD)', {}, dict(for_loop_sgd=True))]
-    if device.type == 'cpu': v.append(('cpu_batch off (old batch path; the contiguous format only)', {}, dict(old_batches=True)))
-    else: v += [('cache_on_device off (memory-mapped host cache, pinned staging)', dict(cache_on_device=False), {}),
-                ('compile on', dict(compile=True), {})]
+    v.append(('bf16 off', dict(bf16=False)))
+    if device.type == 'cuda':
+        v += [('cache_on_device off (memory-mapped host cache, pinned staging)', dict(cache_on_device=False)),
+              ('compile on', dict(compile=True))]
     return v
 
 
@@ -71,8 +58,8 @@ def measure(args, model, device) -> tuple:
     choice = auto_choice(base, device)
     log(f"  {model}: auto picks channels_last {choice['channels_last']} ({choice['why']})")
     loops = []
-    for label, changes, opts in variants(device, choice['channels_last'], args.formats_only):
-        loop = Variant(dataclasses.replace(base, **changes), device, **opts)
+    for label, changes in variants(device, choice['channels_last'], args.formats_only):
+        loop = MinisweepLoop(dataclasses.replace(base, **changes), device)
         warm_up(loop.train, device, min_steps=3, min_seconds=2.0 if device.type == 'cpu' else 5.0)
         loops.append((label, loop))
     ms = loops[0][1]
