@@ -29,11 +29,14 @@ readme-figures: $(STAMP)
 TESTENV = PATH="$(CURDIR)/$(BIN):$$PATH" TMPDIR="$$scratch"
 SCRATCH = scratch=$$(mktemp -d -t minisweep-test.XXXXXX) && trap 'rm -rf "$$scratch"' EXIT &&
 
-# fails if the notebooks are not clean or the library is not exported from them, then runs every test
+# fails if the notebooks are not clean or the library is not exported from them, or if the modules' imports break the
+# structure (tools/house.py); then runs every test; last, the house's weights (tools/prose.py: prose, line lengths)
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/check_sync.sh
+	$(BIN)/python tools/house.py
 	$(SCRATCH) cd nbs && $(TESTENV) ../$(BIN)/nbdev_test --n_workers 1 --timing
 	$(SCRATCH) $(TESTENV) $(BIN)/python -m pytest -q tests
+	$(BIN)/python tools/prose.py
 
 test-slow: $(STAMP)
 	$(SCRATCH) cd nbs && $(TESTENV) ../$(BIN)/nbdev_test --flags slow --n_workers 1

@@ -484,10 +484,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     os.environ['MINISWEEP_CACHE'] = str(work / 'cache')
     size, bs = (64, 32) if a.cpu else (227, STUDY_BATCH)
-    if dev.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    else: torch.set_num_threads(len(os.sched_getaffinity(0)))
+    from machine import set_up
+    set_up(dev)
     settings = dict(cpu=a.cpu, device=str(dev),
                     device_name=torch.cuda.get_device_name(dev) if dev.type == 'cuda'
                     else platform.processor() or 'cpu',

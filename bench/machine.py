@@ -49,13 +49,17 @@ def machine_info(device: torch.device) -> dict:
                 minisweep=minisweep.__version__, commit=git_commit(), platform=platform.platform(),
                 date=datetime.datetime.now().isoformat(timespec='seconds'))
 
-def open_device(name: str) -> torch.device:
-    "The device of `--device`, set up as `train_run` sets it up (every core on the CPU; cuDNN autotune and TF32 on CUDA)."
-    from minisweep.train import resolve_device
-    device = resolve_device(name)
+def set_up(device: torch.device) -> torch.device:
+    """`device` set up as `train_run` sets it up: every core on the CPU; cuDNN autotune and TF32 on CUDA. The one copy
+    in the benchmark of the training chapter's lines, until that chapter exports them as a function of their own."""
     if device.type == 'cpu': torch.set_num_threads(n_cores())
     else:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         if device.index is not None: torch.cuda.set_device(device)
     return device
+
+def open_device(name: str) -> torch.device:
+    "The device of `--device` (minisweep's `resolve_device`: a `UserError` when it is not there), set up."
+    from minisweep.train import resolve_device
+    return set_up(resolve_device(name))

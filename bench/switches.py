@@ -21,10 +21,8 @@ Prints a Markdown table and writes it to bench/out/switches.md (or --out). Not a
 import argparse, dataclasses, gc, statistics, sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import log, machine_info, n_cores  # noqa: E402  (the benchmark's loops and helpers)
+from machine import log, machine_info, open_device  # noqa: E402  (the benchmark's loops and helpers)
 from timing import Contention, timed, warm_up  # noqa: E402
 from loops import BareLoop, MinisweepLoop, make_cfg  # noqa: E402
 
@@ -96,14 +94,11 @@ def main(argv=None):
     p.add_argument('--formats-only', action='store_true', help="time the two memory formats only (minisweep's and bare)")
     p.add_argument('--out', default=str(Path(__file__).parent / 'out' / 'switches.md'))
     args = p.parse_args(argv)
-    from minisweep.train import resolve_device
     from minisweep.data import UserError
-    try: device = resolve_device(args.device)
+    try: device = open_device(args.device)
     except UserError as e: print(f'switches: {e}', file=sys.stderr); return 2
     if not (Path(args.dataset) / 'data').is_dir():
         print(f'switches: dataset {args.dataset} not found (give --dataset)', file=sys.stderr); return 2
-    if device.type == 'cpu': torch.set_num_threads(n_cores())
-    else: torch.backends.cudnn.benchmark = True
     info = machine_info(device)
     rows, choices = [], {}
     with Contention() as c:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A figure of the house, for whoever changes it next: the size of the notebooks' export cells, the longest functions,
-and the import graph of the `minisweep` modules (edges, cycles, and imports of a later chapter).
+and the import graph of the `minisweep` modules. Exits 1 (`make test` runs it) when the graph breaks the structure:
+an import cycle, a module that imports a later chapter, or a core that imports torch.
 
     python tools/house.py            # from the repository root
 """
@@ -35,13 +36,23 @@ def definitions(src: str) -> int:
 
 
 def chapter_of() -> dict:
-    "Each module's chapter: the name of the notebook whose `#| default_exp` makes it (notebooks read in name order: 04_ < 04a_ < 04b_ < 05_)."
+    """Each module's chapter: the name of the notebook whose `#| default_exp` makes it (notebooks read in name order:
+    04_ < 04a_ < 04b_ < 05_)."""
     out = {}
     for nb in sorted(NBS.glob('[0-9]*.ipynb')):
         src = ''.join(json.loads(nb.read_text())['cells'][0]['source'])
         m = re.search(r'#\|\s*default_exp\s+(\S+)', src)
         if m: out[m.group(1)] = nb.stem
     return out
+
+
+def top_packages(path: Path) -> set:
+    "The top-level packages a module imports, at the top or inside functions."
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module: found.add(node.module.split('.')[0])
+        elif isinstance(node, ast.Import): found.update(a.name.split('.')[0] for a in node.names)
+    return found
 
 
 def imports(path: Path) -> set:
@@ -102,9 +113,11 @@ def main():
     for m, deps in graph.items(): print(f'- {m} ({chapter.get(m, "?")}) -> {", ".join(sorted(deps)) or "nothing"}')
     later = [(m, d) for m, deps in graph.items() for d in deps if chapter.get(d, '') > chapter.get(m, '~')]
     cyc = cycles(graph)
+    torch_core = 'torch' in top_packages(LIB / 'core.py')
     print('\nImports of a later chapter: ' + (', '.join(f'{m} -> {d}' for m, d in later) or 'none'))
     print('Cycles: ' + ('; '.join(' -> '.join(c) for c in cyc) or 'none'))
-    return 0
+    print(f"The core imports torch: {'yes' if torch_core else 'no'}")
+    return 1 if later or cyc or torch_core else 0
 
 
 if __name__ == '__main__': sys.exit(main())
