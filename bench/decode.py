@@ -1,7 +1,8 @@
 """Section 3: decoding once. `measure_decode` times `decoded_split` into a fresh cache; `sweep_check` runs a small sweep
 and reads the cache's `builds.jsonl` to prove that a sweep decodes each split once, however many runs read it.
 
-Sizes above 64 px read `make_large_copy`: a slice of the 64 px data re-encoded as 500x375 JPEGs (Mini-ImageNet's usual size)."""
+Sizes above 64 px read `make_large_copy`: a slice of the 64 px data re-encoded as 500x375 JPEGs (Mini-ImageNet's usual
+size)."""
 import io, json, shutil, time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def make_large_copy(src: str, dst: Path, per_class: dict, size=(500, 375), sigma
     for split, k in per_class.items():
         s = splits[split]
         raw = s.ds.cast_column('image', datasets.Image(decode=False))
-        idx = np.concatenate([np.sort(rng.choice(np.flatnonzero(s.labels == c), min(k, int((s.labels == c).sum())), replace=False))
+        idx = np.concatenate([np.sort(rng.choice(np.flatnonzero(s.labels == c), min(k, int((s.labels == c).sum())),
+                                                 replace=False))
                               for c in range(len(s.classes)) if (s.labels == c).any()])
         images = []
         for row in raw.select(idx.tolist())['image']:
@@ -67,15 +69,18 @@ def measure_decode(dataset, size, root: Path) -> list:
         assert c.decoded, f'{c.path} was not decoded afresh'
         rows.append(dict(dataset=Path(dataset).name, split=name, n=len(c), stored_px=size, seconds=c.seconds, wall=wall,
                          ips=len(c) / c.seconds, cache_mb=c.path.stat().st_size / 2**20))
-        log(f"  decode {Path(dataset).name} {name}: {len(c)} images at {size}px in {c.seconds:.1f}s = {len(c) / c.seconds:.0f} img/s")
+        log(f"  decode {Path(dataset).name} {name}: {len(c)} images at {size}px in {c.seconds:.1f}s = "
+            f"{len(c) / c.seconds:.0f} img/s")
     return rows
 
 def sweep_check(args, dataset, work: Path) -> dict:
     "Section 3b: a sweep of 4 runs (two models, two fractions) into a fresh cache; each split must be decoded once."
     if (no := unavailable('sweep')): return no
     cache, out = fresh(work / 'sweep-cache', work / 'sweep-run')
-    cmd = [minisweep_exe(), 'sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '0.02', '0.01', '--seeds', '0',
-           '--num-epochs', '1', '--batch-size', '64', '--image-size', '64', '--dataset', str(dataset), '--out', str(out),
+    cmd = [minisweep_exe(), 'sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '0.02', '0.01', '--seeds',
+           '0',
+           '--num-epochs', '1', '--batch-size', '64', '--image-size', '64', '--dataset', str(dataset), '--out',
+           str(out),
            '--figures', str(work / 'sweep-figures')]
     with Contention() as c: r = run_monitored(cmd, sub_env(cache), work / 'sweep.log', timeout=1800)
     r['contention'] = c.as_dict()
@@ -85,6 +90,6 @@ def sweep_check(args, dataset, work: Path) -> dict:
     for b in builds: per_file[b['file']] = per_file.get(b['file'], 0) + 1
     r.update(available=True, builds=len(builds), per_file=per_file, runs=4,
              once=bool(builds) and all(v == 1 for v in per_file.values()))
-    log(f"  sweep: exit {r['rc']}, {r['wall']:.0f}s, builds.jsonl has {len(builds)} lines for {len(per_file)} cache files "
-        f"({'each split decoded once' if r['once'] else 'NOT once per split'})")
+    log(f"  sweep: exit {r['rc']}, {r['wall']:.0f}s, builds.jsonl has {len(builds)} lines for {len(per_file)} cache "
+        f"files ({'each split decoded once' if r['once'] else 'NOT once per split'})")
     return r

@@ -36,7 +36,8 @@ if compgen -G "$WHL/*.whl" >/dev/null; then
   echo "installed $(ls "$WHL"/*.whl | wc -l) wheels of $WHL offline in $((SECONDS - t))s"
   export PYTHONPATH="$SCRATCH/site:$PWD"
 elif [ ${#MODE[@]} -eq 0 ]; then
-  echo "device_check: no wheels in $WHL: run 'bash bench/fetch_wheels.sh $PYVER' where pip reaches PyPI, and carry $WHL" >&2
+  echo "device_check: no wheels in $WHL: run 'bash bench/fetch_wheels.sh $PYVER' where pip reaches PyPI," \
+       "and carry $WHL" >&2
   exit 2
 else
   echo "no wheels in $WHL: the CPU mode uses the packages installed beside $PY"
@@ -45,7 +46,9 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1
 export PATH="$(dirname "$(command -v "$PY")"):$PATH"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-timeout -s TERM --kill-after=20 "$LIMIT" "$PY" bench/device_check.py "${MODE[@]}" --out "$REPORT" --work "$SCRATCH/work" --budget $((LIMIT - 70))
+timeout -s TERM --kill-after=20 "$LIMIT" "$PY" bench/device_check.py "${MODE[@]}" --out "$REPORT" \
+  --work "$SCRATCH/work" --budget $((LIMIT - 70))
 rc=$?
-[ $rc -eq 124 ] || [ $rc -eq 137 ] && echo "device_check: stopped at its limit of $LIMIT s; partial report in $REPORT" >&2
+[ $rc -eq 124 ] || [ $rc -eq 137 ] &&
+  echo "device_check: stopped at its limit of $LIMIT s; partial report in $REPORT" >&2
 exit $rc

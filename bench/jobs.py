@@ -43,7 +43,8 @@ def gpu_used_mib():
     except Exception: return None
 
 def gpu_used_by_pid() -> dict:
-    "GPU memory of each process nvidia-smi lists ({pid: MiB}); empty where it lists none (or, in a container, other pids)."
+    """GPU memory of each process nvidia-smi lists ({pid: MiB}); empty where it lists none (or, in a container, other
+    pids)."""
     if not shutil.which('nvidia-smi'): return {}
     try:
         rows = subprocess.run(['nvidia-smi', '--query-compute-apps=pid,used_memory', '--format=csv,noheader,nounits'],
@@ -109,7 +110,8 @@ def run_monitored(cmd, env, log_path: Path, timeout: float) -> dict:
     t = time.perf_counter()
     killed = None
     with open(log_path, 'w') as f:
-        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=log_path.parent, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=log_path.parent,
+                                start_new_session=True)
         mon = None
         try:
             import psutil  # noqa: F401
@@ -120,7 +122,8 @@ def run_monitored(cmd, env, log_path: Path, timeout: float) -> dict:
             try: rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 kill_tree(proc.pid, mon.pids if mon else ()); proc.wait(); rc, killed = 'timeout', 'timeout'
-            except BaseException:                           # interrupted: take the whole job (papermill, kernel) down with us
+            # interrupted: take the whole job (papermill, kernel) down with us
+            except BaseException:
                 kill_tree(proc.pid, mon.pids if mon else (), signal.SIGTERM); time.sleep(0.5)
                 kill_tree(proc.pid, mon.pids if mon else ()); proc.wait(); raise
         finally:
@@ -153,9 +156,11 @@ def run_times(out: Path) -> list:
     try: runs = json.loads((out / 'sweep.json').read_text()).get('runs', {})
     except (OSError, ValueError): return rows
     for key, r in runs.items():
-        logs = [json.loads(l) for l in (out / r.get('run_dir', key) / 'log.jsonl').read_text().splitlines() if l.strip()] \
+        logs = [json.loads(l) for l in (out / r.get('run_dir', key) / 'log.jsonl').read_text().splitlines()
+                if l.strip()] \
             if (out / r.get('run_dir', key) / 'log.jsonl').exists() else []
         seen = [l.get('images_per_second') for l in logs]
-        rows.append(dict(run=key, seconds=r.get('seconds'), epochs=logs[-1]['epoch'] if logs else 0, epoch_seconds=sum(l.get('seconds', 0) for l in logs),
+        rows.append(dict(run=key, seconds=r.get('seconds'), epochs=logs[-1]['epoch'] if logs else 0,
+                         epoch_seconds=sum(l.get('seconds', 0) for l in logs),
                          images_per_second=statistics.median(seen) if seen and None not in seen else None))
     return rows

@@ -1,4 +1,5 @@
-"""The three training loops the benchmark compares, each with `train(steps)` (and `batches(steps)`: the data path alone).
+"""The three training loops the benchmark compares, each with `train(steps)` (and `batches(steps)`: the data path
+alone).
 
 - `MinisweepLoop`: minisweep's own code path, set up as `train_run` sets it up;
 - `BareLoop`: the ceiling, the same model and optimizer on one synthetic batch already on the device;
@@ -12,14 +13,16 @@ from torch import nn
 
 
 def make_cfg(args, model, size, dataset, device, compile=False):
-    "The `TrainConfig` every loop of a row is built from: minisweep's defaults, the benchmark's batch size and image size."
+    """The `TrainConfig` every loop of a row is built from: minisweep's defaults, the benchmark's batch size and image
+    size."""
     from minisweep.train import TrainConfig
     return TrainConfig(model=model, subset_size=1.0, seed=0, dataset=str(dataset), image_size=size, num_epochs=90,
                        batch_size=args.batch_size, device=str(device), bf16=True, channels_last='auto', compile=compile,
                        cache_on_device=True, progress=False).check()
 
 class MinisweepLoop:
-    "minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `train_epoch`, set up as `train_run` does."
+    """minisweep's own code path: `prepare_data`, `create_model`, `make_optimizer` and `train_epoch`, set up as
+    `train_run` does."""
     def __init__(self, cfg, device):
         from minisweep.train import prepare_data, run_length, make_optimizer, compile_model
         from minisweep.models import create_model
@@ -60,7 +63,8 @@ def epoch_after_epoch(b, seed: int, epochs: list):
         yield from b
 
 class BareLoop:
-    "The ceiling: the same model, optimizer settings, autocast and memory format on one synthetic batch already on the device."
+    """The ceiling: the same model, optimizer settings, autocast and memory format on one synthetic batch already on the
+    device."""
     def __init__(self, cfg, device, n_classes, channels_last, like: torch.optim.Optimizer):
         from minisweep.models import create_model
         from minisweep.train import autocast
@@ -69,13 +73,15 @@ class BareLoop:
         model = create_model(cfg.model, n_classes, cfg.image_size).to(device)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=mf)
-        extra = dict(fused=like.defaults.get('fused'), foreach=like.defaults.get('foreach'))   # the kernel minisweep's SGD uses
+        # the kernel minisweep's SGD uses
+        extra = dict(fused=like.defaults.get('fused'), foreach=like.defaults.get('foreach'))
         self.sgd = 'fused' if extra['fused'] else 'foreach' if extra['foreach'] else 'for-loop'
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                    weight_decay=cfg.weight_decay, **extra)
         self.crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.model = torch.compile(model, dynamic=False) if cfg.compile else model
-        self.x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=device).contiguous(memory_format=mf)
+        self.x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size,
+                             device=device).contiguous(memory_format=mf)
         self.y = torch.randint(0, n_classes, (cfg.batch_size,), device=device)
         self.last = None
 
@@ -107,11 +113,14 @@ class SeedSet(torch.utils.data.Dataset):
         return self.tf(ex['image'].convert('RGB')), ex['label']
 
 class SeedLoop:
-    "The seed-style pipeline: DataLoader with one worker per core (pinned memory on CUDA), optionally feeding the model."
+    """The seed-style pipeline: DataLoader with one worker per core (pinned memory on CUDA), optionally feeding the
+    model."""
     def __init__(self, path, cfg, device, bare: BareLoop | None, workers: int):
-        self.device, self.bare, self.cl = device, bare, bare is not None and bare.x.is_contiguous(memory_format=torch.channels_last)
+        self.device, self.bare = device, bare
+        self.cl = bare is not None and bare.x.is_contiguous(memory_format=torch.channels_last)
         ds = SeedSet(path, cfg.image_size)
-        sampler = torch.utils.data.RandomSampler(ds, num_samples=10**8, generator=torch.Generator().manual_seed(cfg.seed))
+        sampler = torch.utils.data.RandomSampler(ds, num_samples=10**8,
+                                                 generator=torch.Generator().manual_seed(cfg.seed))
         self.loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
                                                   pin_memory=device.type == 'cuda', drop_last=True,
                                                   persistent_workers=workers > 0)

@@ -33,8 +33,10 @@ def mem_gib() -> float:
 
 def git_commit() -> str:
     try:
-        r = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        r = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True,
+                           timeout=10)
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
         return r.stdout.strip() + (' (with uncommitted changes)' if dirty else '') if r.returncode == 0 else '?'
     except Exception: return '?'
 

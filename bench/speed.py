@@ -1,7 +1,8 @@
 """Sections 1-2: training images/s of minisweep's loop against the bare loop (the ceiling) and the seed-style pipeline.
 
-The repeats of minisweep and the bare loop run round-robin, so that drift and other load hit them alike; the seed-style loop runs after them, its repeats back to back (its workers
-would otherwise prefetch for free while the other loops run)."""
+The repeats of minisweep and the bare loop run round-robin, so that drift and other load hit them alike; the seed-style
+loop runs after them, its repeats back to back (its workers would otherwise prefetch for free while the other loops
+run)."""
 import gc
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from loops import BareLoop, MinisweepLoop, SeedLoop, make_cfg
 
 
 def interleaved(loops: dict, args, device, warm_steps: int, warm_s: float) -> tuple:
-    "Warm each loop up, then time them round-robin: (steps of a repeat, seconds of each repeat, other cores during each)."
+    """Warm each loop up, then time them round-robin: (steps of a repeat, seconds of each repeat, other cores during
+    each)."""
     per_step = {k: warm_up(l.train, device, warm_steps, warm_s) for k, l in loops.items()}
     steps = pick_steps(per_step['bare'], args)
     times, other = {k: [] for k in loops}, {k: [] for k in loops}
@@ -46,16 +48,19 @@ def measure_training(args, model_name, size, dataset, device, compile=False) -> 
     out = dict(model=model_name, image_size=size, dataset=Path(dataset).name, compile=compile,
                channels_last=ms.channels_last, bf16=cfg.bf16, lr=cfg.lr, sgd=loops['bare'].sgd)
     for k, l in loops.items():
-        out[k] = Result.of(k, times[k], steps, cfg.batch_size, other[k], loss=float(l.last if isinstance(l, BareLoop) else l.last[0]))
+        loss = float(l.last if isinstance(l, BareLoop) else l.last[0])
+        out[k] = Result.of(k, times[k], steps, cfg.batch_size, other[k], loss=loss)
     out['ratio_minisweep_bare'] = out['minisweep']['ips'] / out['bare']['ips']
     out['rounds_minisweep_bare'] = round_ratios(out['minisweep'], out['bare'])
     log(f"  {model_name} {size}px{' compile' if compile else ''}: bare {out['bare']['ips']:.1f} img/s, "
-        f"minisweep {out['minisweep']['ips']:.1f} img/s, ratio {out['ratio_minisweep_bare']:.3f} ({steps} steps x {args.repeats})")
+        f"minisweep {out['minisweep']['ips']:.1f} img/s, ratio {out['ratio_minisweep_bare']:.3f} ({steps} steps x "
+        f"{args.repeats})")
     del loops; gc.collect()
     if not args.no_seed and not compile:
         out['seed'] = seed_style(args, cfg, dataset, device, ms, steps, warm_steps, warm_s)
         out['ratio_minisweep_seed'] = out['minisweep']['ips'] / out['seed']['ips']
-        log(f"  {model_name} {size}px: seed-style {out['seed']['ips']:.1f} img/s, minisweep/seed {out['ratio_minisweep_seed']:.2f}x")
+        log(f"  {model_name} {size}px: seed-style {out['seed']['ips']:.1f} img/s, minisweep/seed "
+            f"{out['ratio_minisweep_seed']:.2f}x")
     if device.type == 'cuda': out['max_memory_allocated_gib'] = torch.cuda.max_memory_allocated(device) / 2**30
     del ms; gc.collect()
     return out

@@ -2,7 +2,8 @@
 """What each of minisweep's speed switches gives, measured side by side on this machine.
 
 For each model: minisweep's own training loop (`MinisweepLoop` of bench/loops.py: `prepare_data`, `create_model`,
-`make_optimizer` and `train_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more with
+`make_optimizer` and `train_epoch`, set up as `train_run` sets them up) with every switch at its default, and once more
+with
 each switch flipped, all timed round-robin in the same rounds (median of the repeats, training images/s). Switches:
 
 - everywhere: the memory format `auto` did not pick (`channels_last` forced the other way); `bf16` (autocast) off;
@@ -77,21 +78,24 @@ def measure(args, model, device) -> tuple:
     faster = max((r for r in rows if r['switch'] in BARE.values()), key=lambda r: r['ips'])
     choice.update(faster_bare=faster['switch'], auto_over_faster_bare=d / faster['ips'])
     for r in rows: log(f"  {model} {r['switch']}: {r['ips']:.0f} img/s ({r['ratio']:.2f}x the defaults)")
-    log(f"  {model}: minisweep (auto) at {choice['auto_over_faster_bare']:.2f}x the faster bare step ({faster['switch']})")
+    log(f"  {model}: minisweep (auto) at {choice['auto_over_faster_bare']:.2f}x the faster bare step "
+        f"({faster['switch']})")
     del loops, ms; gc.collect()
     return rows, choice
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--dataset', default=str(Path(__file__).resolve().parents[1].parent / 'shared/data/tiny-imagenet-100'))
+    p.add_argument('--dataset',
+                   default=str(Path(__file__).resolve().parents[1].parent / 'shared/data/tiny-imagenet-100'))
     p.add_argument('--models', nargs='+', default=['alexnet', 'resnet18'])
     p.add_argument('--image-size', type=int, default=64)
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--seconds', type=float, default=2.0, help='target seconds of one timed repeat (default 2)')
     p.add_argument('--device', default='auto')
-    p.add_argument('--formats-only', action='store_true', help="time the two memory formats only (minisweep's and bare)")
+    p.add_argument('--formats-only', action='store_true', help="time the two memory formats only (minisweep's and "
+                   "bare)")
     p.add_argument('--out', default=str(Path(__file__).parent / 'out' / 'switches.md'))
     args = p.parse_args(argv)
     from minisweep.data import UserError
@@ -105,14 +109,17 @@ def main(argv=None):
         for m in args.models:
             r, choices[m] = measure(args, m, device); rows += r
     L = [f"# minisweep's speed switches, side by side", '',
-         f"{info['cpu']} x{info['cores']}, {info['gpu']}, device {device}; torch {info['torch']}; minisweep {info['minisweep']} "
-         f"(git {info['commit']}); {info['date']}. Model at {args.image_size} px, batch {args.batch_size}, `{Path(args.dataset).name}`; "
-         f"median of {args.repeats} round-robin repeats; other load {c.as_dict()['other_cores']:.2f} cores.", '',
+         f"{info['cpu']} x{info['cores']}, {info['gpu']}, device {device}; torch {info['torch']}; minisweep "
+         f"{info['minisweep']} (git {info['commit']}); {info['date']}. Model at {args.image_size} px, batch "
+         f"{args.batch_size}, `{Path(args.dataset).name}`; median of {args.repeats} round-robin repeats; other load "
+         f"{c.as_dict()['other_cores']:.2f} cores.", '',
          '## The memory format `auto` picked', '']
     L += [f"- {m}: **channels_last {ch['channels_last']}** ({ch['why']}); minisweep's loop with it runs at "
-          f"**{ch['auto_over_faster_bare']:.2f}x** the faster bare step ({ch['faster_bare']})" for m, ch in choices.items()]
+          f"**{ch['auto_over_faster_bare']:.2f}x** the faster bare step ({ch['faster_bare']})" for m,
+          ch in choices.items()]
     L += ['', '| model | switch | training images/s | vs the defaults | spread (min-max) |', '|---|---|---|---|---|']
-    L += [f"| {r['model']} | {r['switch']} | {r['ips']:,.0f} | **{r['ratio']:.2f}x** | {r['spread'][0]:,.0f}-{r['spread'][1]:,.0f} |" for r in rows]
+    L += [f"| {r['model']} | {r['switch']} | {r['ips']:,.0f} | **{r['ratio']:.2f}x** | "
+          f"{r['spread'][0]:,.0f}-{r['spread'][1]:,.0f} |" for r in rows]
     md = '\n'.join(L) + '\n'
     Path(args.out).parent.mkdir(parents=True, exist_ok=True); Path(args.out).write_text(md)
     print(md)

@@ -1,7 +1,8 @@
 """Timing a measurement on a shared machine: timed repeats, warm-up, and how much *other* work ran meanwhile.
 
 A measurement is a fixed number of steps timed `repeats` times (the median is the number); loops that are compared run
-their repeats round-robin, and `round_ratios` compares them round by round, over the quiet rounds where there are some."""
+their repeats round-robin, and `round_ratios` compares them round by round, over the quiet rounds where there are
+some."""
 import functools, os, statistics, time
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def _own_cpu_seconds() -> float:
 QUIET = 0.25   # a timed repeat is 'quiet' when other processes used fewer cores than this on average
 
 class Contention:
-    "How busy the machine was with *other* work while a block ran: CPU cores used by other processes, and the load average."
+    """How busy the machine was with *other* work while a block ran: CPU cores used by other processes, and the load
+    average."""
     def __enter__(self):
         self.t0, self.busy0, self.own0 = time.perf_counter(), _busy_seconds(), _own_cpu_seconds()
         self.load0 = os.getloadavg()[0]; return self
@@ -86,7 +88,9 @@ class Result(dict):
 def round_ratios(a: dict, b: dict) -> dict:
     """Ratio a/b of images/s round by round (the repeats of a and b ran in the same round, one after the other):
     the median over all rounds, and over the quiet rounds only (both repeats under `QUIET` other cores)."""
-    pairs = list(zip(a['ips_all'], b['ips_all'], a['other_cores'] or [0] * len(a['ips_all']), b['other_cores'] or [0] * len(b['ips_all'])))
+    pairs = list(zip(a['ips_all'], b['ips_all'], a['other_cores'] or [0] * len(a['ips_all']), b['other_cores']
+                     or [0] * len(b['ips_all'])))
     quiet = [x / y for x, y, oa, ob in pairs if max(oa, ob) < QUIET]
-    return dict(all=statistics.median([x / y for x, y, _, _ in pairs]), quiet=statistics.median(quiet) if quiet else None,
+    return dict(all=statistics.median([x / y for x, y, _, _ in pairs]), quiet=statistics.median(quiet) if quiet
+                else None,
                 n=len(pairs), n_quiet=len(quiet))

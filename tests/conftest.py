@@ -26,7 +26,8 @@ def session_env(tmp_path_factory):
 
 @pytest.fixture
 def venv_path_env(session_env) -> dict:
-    "A copy of os.environ for subprocesses: the venv's bin first on PATH (so papermill's `python3` kernel is the venv's)."
+    """A copy of os.environ for subprocesses: the venv's bin first on PATH (so papermill's `python3` kernel is the
+    venv's)."""
     env = dict(os.environ)
     env['PATH'] = os.pathsep.join([str(VENV_BIN), env.get('PATH', '')])
     env['VIRTUAL_ENV'] = str(VENV_BIN.parent)
@@ -40,7 +41,8 @@ SMALL = ['--num-epochs', '1', '--batch-size', '32', '--image-size', '64', '--dat
 def minisweep(*args, env=None, cwd=None, timeout=900):
     "Run the installed console script."
     import subprocess
-    return subprocess.run([MINISWEEP, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run([MINISWEEP, *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope='session')
@@ -49,11 +51,13 @@ def local_sweep(tmp_path_factory, session_env):
     root = tmp_path_factory.mktemp('local')
     args = ['sweep', '--models', 'alexnet', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', *SMALL,
             '--out', root / 'sweep']      # the figures' default home: <out>/figures
-    prep = minisweep('prepare', '--dataset', '', '--image-size', '64', cwd=root)     # the caches, decoded ahead of the sweep
+    prep = minisweep('prepare', '--dataset', '', '--image-size', '64',
+                     cwd=root)     # the caches, decoded ahead of the sweep
     assert prep.returncode == 0 and prep.stdout.count('train') >= 1, prep.stderr[-2000:]
     builds = (session_env / 'builds.jsonl').read_text()
     p = minisweep(*args, cwd=root)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    return dict(root=root, out=root / 'sweep', args=args, first=p, decoded_by_sweep=(session_env / 'builds.jsonl').read_text() != builds)
+    return dict(root=root, out=root / 'sweep', args=args, first=p,
+                decoded_by_sweep=(session_env / 'builds.jsonl').read_text() != builds)
 
 

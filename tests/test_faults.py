@@ -9,7 +9,8 @@ Grid of the kill cases: ResNet18 on subsets 0.25 and 0.125 (100 and 50 images: 3
 that there is a finished run beside an unfinished one, and a `last.pt` already on disk when the next one is written.
 `--figures ''` leaves out the curves notebook (it is not what these cases test, and it costs a kernel start).
 
-A kill is `os.killpg(SIGKILL)` of a sweep started with `start_new_session=True` (what a user's `kill -9 -PGID` of the job
+A kill is `os.killpg(SIGKILL)` of a sweep started with `start_new_session=True` (what a user's `kill -9 -PGID` of the
+job
 does). The training kernel that papermill starts is in a session of its own, so it is not in that group: it notices
 its parent is gone (ipykernel's parent poller, once a second) and exits by itself; `kill_job` waits for that, and
 fails the case when a kernel keeps running. The checkpoint case kills the kernel too: it is the process that writes.
@@ -25,7 +26,8 @@ from minisweep.data import sample_dataset, stored_size
 from minisweep.train import load_checkpoint
 
 R1, R2 = 'resnet18/subset_0.2500/seed_0', 'resnet18/subset_0.1250/seed_0'   # the grid's runs, in the order they run
-GRID = ['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0', '--num-epochs', '2', '--batch-size', '32',
+GRID = ['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0', '--num-epochs', '2', '--batch-size',
+        '32',
         '--image-size', '64', '--dataset', '', '--device', 'cpu', '--no-bf16', '--figures', '']
 ONE_RUN = ['--models', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0', '--num-epochs', '1', '--batch-size', '32',
            '--image-size', '64', '--dataset', '', '--device', 'cpu', '--no-bf16', '--figures', '']
@@ -74,7 +76,8 @@ def run_cli(*args, cwd, timeout=900, **env) -> subprocess.CompletedProcess:
 
 
 def started_at(pid: int):
-    "The start time of process `pid` (clock ticks since boot), None when it is gone or a zombie: (pid, start) names a process."
+    """The start time of process `pid` (clock ticks since boot), None when it is gone or a zombie: (pid, start) names a
+    process."""
     try: fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     except (OSError, IndexError): return None
     return None if fields[0] == 'Z' else fields[19]
@@ -174,7 +177,8 @@ def states(out: Path) -> dict:
 def results(out: Path) -> dict:
     "(model, subset_size, seed) -> (top1_error, top5_error), rounded to 6 digits, from results.json."
     rows = json.loads((out / 'results.json').read_text())['runs']
-    return {(r['model'], r['subset_size'], r['seed']): (round(r['top1_error'], 6), round(r['top5_error'], 6)) for r in rows}
+    return {(r['model'], r['subset_size'], r['seed']): (round(r['top1_error'], 6), round(r['top5_error'], 6))
+            for r in rows}
 
 
 def digest(run: Path, names=('metrics.json', 'best.pt', 'last.pt', 'log.jsonl')) -> dict:
@@ -214,7 +218,7 @@ def reference(tmp_path_factory, session_env):
                                             for r in (R1, R2)})
 
 
-# --- 1. SIGKILL during training ----------------------------------------------------------------------------------------
+# --- 1. SIGKILL during training ---------------------------------------------------------------------------------------
 
 def test_kill_during_training_then_rerun_gives_the_same_results(reference, tmp_path):
     out = tmp_path / 'sweep'
@@ -238,10 +242,11 @@ def test_kill_during_training_then_rerun_gives_the_same_results(reference, tmp_p
     assert set(states(out).values()) == {'done'}
 
 
-# --- 2. SIGKILL during evaluation --------------------------------------------------------------------------------------
+# --- 2. SIGKILL during evaluation -------------------------------------------------------------------------------------
 
 def test_kill_during_evaluation_then_rerun_gives_the_same_results(reference, tmp_path):
-    out = copy_sweep(reference['out'], tmp_path / 'sweep')       # every run finished: the sweep goes straight to evaluation
+    # every run finished: the sweep goes straight to evaluation
+    out = copy_sweep(reference['out'], tmp_path / 'sweep')
     trained = {p: p.stat().st_mtime_ns for p in out.rglob('*.pt')}
     hit = False
     for attempt in range(3):
@@ -266,7 +271,7 @@ def test_kill_during_evaluation_then_rerun_gives_the_same_results(reference, tmp
     assert {p: p.stat().st_mtime_ns for p in out.rglob('*.pt')} == trained     # nothing was trained again
 
 
-# --- 3. SIGKILL while a checkpoint is being written --------------------------------------------------------------------
+# --- 3. SIGKILL while a checkpoint is being written -------------------------------------------------------------------
 
 @pytest.mark.parametrize('ckpt', ['last', pytest.param('best', marks=pytest.mark.slow)])
 def test_kill_while_writing_a_checkpoint_leaves_the_checkpoints_whole(reference, tmp_path, ckpt):
@@ -274,7 +279,8 @@ def test_kill_while_writing_a_checkpoint_leaves_the_checkpoints_whole(reference,
     folder that already holds a last.pt (epoch 2's save: a torn write would cost epoch 1), or (slow) `.best.pt.*.tmp`,
     which is written right after last.pt: the resumed run must then rebuild best.pt from last.pt. Polls every 2 ms; a
     save of 45-90 MB with an fsync lasts tens of milliseconds at least, so the first try hits it in practice. Should it
-    miss twice (the sweep ends first), the third try kills during training next to a save and checks the same invariants."""
+    miss twice (the sweep ends first), the third try kills during training next to a save and checks the same
+    invariants."""
     out, hit, fallback = tmp_path / 'sweep', None, False
     for attempt in range(3):
         shutil.rmtree(out, ignore_errors=True)
@@ -319,11 +325,12 @@ def test_kill_while_writing_a_checkpoint_leaves_the_checkpoints_whole(reference,
     assert results(out) == reference['results']
     assert set(states(out).values()) == {'done'}
     for run in (R1, R2):
-        assert load_checkpoint(out / run / 'best.pt')['epoch'] == json.loads((out / run / 'metrics.json').read_text())['best_epoch']
+        best_epoch = json.loads((out / run / 'metrics.json').read_text())['best_epoch']
+        assert load_checkpoint(out / run / 'best.pt')['epoch'] == best_epoch
     print(f'temporary files left after the rerun: {stale_tmp(out)}')
 
 
-# --- 4. a truncated last.pt of an unfinished run -----------------------------------------------------------------------
+# --- 4. a truncated last.pt of an unfinished run ----------------------------------------------------------------------
 
 def notebook_outputs(nb: Path) -> str:
     cells = json.loads(nb.read_text())['cells']
@@ -346,17 +353,19 @@ def test_truncated_last_pt_restarts_the_run_with_one_warning(reference, tmp_path
     warned = [l for l in said.splitlines() if 'UserWarning' in l and 'starting the run again from scratch' in l]
     assert len(warned) == 1 and f'{last} cannot be read' in warned[0], said[-3000:]
     shown = [l for l in p.stdout.splitlines() if l.startswith(f'  {R2}: UserWarning: {last} cannot be read')]
-    assert len(shown) == 1, p.stdout[-3000:]                       # and the sweep's terminal says it, under the run's line
+    # and the sweep's terminal says it, under the run's line
+    assert len(shown) == 1, p.stdout[-3000:]
     assert json.loads((out / 'sweep.json').read_text())['runs'][R2]['warnings'] == [shown[0].split(': ', 1)[1]]
     log = [json.loads(l) for l in (out / R2 / 'log.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in log] == [1, 2]
-    assert log[0]['seconds'] != reference['logs'][R2][0]['seconds']   # epoch 1 was trained again: restarted from scratch
+    # epoch 1 was trained again: restarted from scratch
+    assert log[0]['seconds'] != reference['logs'][R2][0]['seconds']
     load_checkpoint(last)
     assert results(out) == reference['results']
     assert digest(out / R1) == done_before
 
 
-# --- 5. a damaged decode cache -----------------------------------------------------------------------------------------
+# --- 5. a damaged decode cache ----------------------------------------------------------------------------------------
 
 def pristine_cache(cache: Path, split: str) -> Path:
     "The .npy of `split` of the shipped sample at 73 px in the session's cache."
@@ -374,7 +383,8 @@ def test_damaged_cache_is_rebuilt_with_a_warning(reference, session_env, tmp_pat
         src = pristine_cache(session_env, split)
         good[split] = np.load(src)
         for f in (src, src.with_suffix('.json')): shutil.copy2(f, cache / f.name)
-    train, val = cache / pristine_cache(session_env, 'train').name, cache / pristine_cache(session_env, 'validation').name
+    train = cache / pristine_cache(session_env, 'train').name
+    val = cache / pristine_cache(session_env, 'validation').name
     with open(train, 'r+b') as f:                  # garbage in the first MiB, past the .npy header
         f.seek(100_000); f.write(os.urandom(4096))
     with open(val, 'r+b') as f: f.truncate(val.stat().st_size // 2)
@@ -391,13 +401,14 @@ def test_damaged_cache_is_rebuilt_with_a_warning(reference, session_env, tmp_pat
     assert 'Traceback' not in p.stderr
 
 
-# --- 6. two sweeps on one folder ---------------------------------------------------------------------------------------
+# --- 6. two sweeps on one folder --------------------------------------------------------------------------------------
 
 def test_a_second_sweep_on_the_folder_is_refused_and_the_lock_dies_with_the_first(cli, tmp_path):
     out = tmp_path / 'sweep'
     args = ['sweep', *GRID, '--out', out]
     first = start(args, tmp_path, name='first')
-    assert poll(lambda: read_json(out / 'sweep.json') and lock_pid(out) == str(first.pid), first, timeout=300), output(first)
+    assert poll(lambda: read_json(out / 'sweep.json') and lock_pid(out) == str(first.pid), first,
+                timeout=300), output(first)
     rc, _, err = cli(*args, cwd=tmp_path)                            # the second sweep: the console script's main, here
     assert first.poll() is None, 'the first sweep ended before the second one asked for the lock: inconclusive'
     assert rc == 2, err[-3000:]
@@ -412,13 +423,15 @@ def test_a_second_sweep_on_the_folder_is_refused_and_the_lock_dies_with_the_firs
     sweep_files_ok(out)
 
 
-# --- 7. a diverging run ------------------------------------------------------------------------------------------------
+# --- 7. a diverging run -----------------------------------------------------------------------------------------------
 
 def test_nan_loss_fails_the_run_after_the_first_bad_epoch(tmp_path):
-    "AlexNet at learning rate 1e6 gives a NaN training loss in its first epoch (ResNet18, with BatchNorm, in its second)."
+    """AlexNet at learning rate 1e6 gives a NaN training loss in its first epoch (ResNet18, with BatchNorm, in its
+    second)."""
     out = tmp_path / 'sweep'
     p = run_cli('sweep', '--models', 'alexnet', '--subset-sizes', '0.25', '--seeds', '0', '--num-epochs', '3',
-                '--learning-rate', '1e6', '--batch-size', '32', '--image-size', '64', '--dataset', '', '--device', 'cpu',
+                '--learning-rate', '1e6', '--batch-size', '32', '--image-size', '64', '--dataset', '', '--device',
+                'cpu',
                 '--no-bf16', '--figures', '', '--out', out, cwd=tmp_path)
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
     run = json.loads((out / 'sweep.json').read_text())['runs']['alexnet/subset_0.2500/seed_0']
@@ -426,10 +439,11 @@ def test_nan_loss_fails_the_run_after_the_first_bad_epoch(tmp_path):
     run_dir = out / 'alexnet/subset_0.2500/seed_0'
     assert len((run_dir / 'log.jsonl').read_text().splitlines()) <= 1          # stopped at the first bad epoch
     assert not (run_dir / 'metrics.json').exists()
-    assert '| alexnet/subset_0.2500/seed_0 |' in p.stderr and 'Traceback' not in p.stderr      # the failure table, on stderr
+    # the failure table, on stderr
+    assert '| alexnet/subset_0.2500/seed_0 |' in p.stderr and 'Traceback' not in p.stderr
 
 
-# --- 8. a full disk ----------------------------------------------------------------------------------------------------
+# --- 8. a full disk ---------------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def small_disk(tmp_path):
@@ -474,14 +488,15 @@ def test_full_disk_fails_the_run_cleanly_and_keeps_the_finished_one(small_disk, 
     assert 'Traceback' not in raw_text(p.logs[1])
     assert run['state'] == 'failed'
 
-    filler.unlink()                                           # the space comes back: the same command finishes the sweep
+    # the space comes back: the same command finishes the sweep
+    filler.unlink()
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert set(states(out).values()) == {'done'} and digest(out / R1) == done_before
     assert 'No space left' in run['error'], f'the failed run does not say the disk was full: {run["error"]}'
 
 
-# --- 9. a corrupt image in the dataset ---------------------------------------------------------------------------------
+# --- 9. a corrupt image in the dataset --------------------------------------------------------------------------------
 
 def corrupt_copy(dst: Path, split: str, index: int) -> Path:
     "The shipped sample with the bytes of image `index` of `split` replaced by garbage."
@@ -504,7 +519,8 @@ def test_corrupt_image_fails_before_training_naming_split_and_index(cli, tmp_pat
     data = corrupt_copy(tmp_path / 'data', split, index)
     if command == 'sweep': args = ['sweep', *ONE_RUN, '--dataset', data, '--out', tmp_path / 'out']
     else: args = ['train', '--model', 'resnet18', '--subset-sizes', '0.125', '--num-epochs', '1', '--batch-size', '32',
-                  '--image-size', '64', '--device', 'cpu', '--no-bf16', '--dataset', data, '--checkpoint-dir', tmp_path / 'out']
+                  '--image-size', '64', '--device', 'cpu', '--no-bf16', '--dataset', data, '--checkpoint-dir',
+                  tmp_path / 'out']
     rc, out, err = cli(*args, cwd=tmp_path)
     lines = visible_lines(err)
     assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, out[-2000:] + err[-3000:]
@@ -512,7 +528,7 @@ def test_corrupt_image_fails_before_training_naming_split_and_index(cli, tmp_pat
     assert not list((tmp_path / 'out').rglob('*.pt')), 'training started before the corrupt image was found'
 
 
-# --- 10. bad input: every command, one line, exit status 2 -------------------------------------------------------------
+# --- 10. bad input: every command, one line, exit status 2 ------------------------------------------------------------
 
 class _Logged(logging.Handler):
     "The records a command logs at WARNING or above: on a terminal each is a line of its own."
@@ -522,15 +538,19 @@ class _Logged(logging.Handler):
 
 @pytest.fixture
 def cli(capfd, monkeypatch):
-    """`cli(*args, cwd=...)` -> (exit status, stdout, stderr) of `minisweep *args`, run by the console script's own `main`
-    in this process, so that the ~100 command lines of the table import torch once, not once each. stderr is what reached
+    """`cli(*args, cwd=...)` -> (exit status, stdout, stderr) of `minisweep *args`, run by the console script's own
+    `main`
+    in this process, so that the ~100 command lines of the table import torch once, not once each. stderr is what
+    reached
     file descriptor 2, plus what the console script would also have shown there and pytest collects instead: every
-    warning and every log record. `test_the_console_script_says_one_line_and_exits_2` runs the installed script itself."""
+    warning and every log record. `test_the_console_script_says_one_line_and_exits_2` runs the installed script
+    itself."""
     from minisweep.cli import main
     def run(*args, cwd):
         monkeypatch.chdir(cwd)
         capfd.readouterr()
-        logged, loggers = _Logged(), [logging.getLogger(), logging.getLogger('datasets')]   # datasets does not propagate
+        # datasets does not propagate
+        logged, loggers = _Logged(), [logging.getLogger(), logging.getLogger('datasets')]
         for lg in loggers: lg.addHandler(logged)
         try:
             with warnings.catch_warnings(record=True) as warned:
@@ -557,7 +577,9 @@ def bad(tmp_path_factory):
     good = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=['a', 'b'])})
     def write(name, splits, data, features):
         (d / name / 'data').mkdir(parents=True)
-        for s in splits: datasets.Dataset.from_dict(data, features=features).to_parquet(str(d / name / 'data' / f'{s}-00000-of-00001.parquet'))
+        for s in splits:
+            parquet = d / name / 'data' / f'{s}-00000-of-00001.parquet'
+            datasets.Dataset.from_dict(data, features=features).to_parquet(str(parquet))
         return d / name
     paths = dict(
         nosplit=write('nosplit', ('train', 'validation'), rows, good),
@@ -573,18 +595,23 @@ def bad(tmp_path_factory):
     paths['zerobyte'] = write('zerobyte', ('train', 'validation', 'test'), rows, good)
     (paths['zerobyte'] / 'data' / 'test-00000-of-00001.parquet').write_bytes(b'')
     paths['norows'] = write('norows', ('train', 'validation'), rows, good)
-    datasets.Dataset.from_dict({'image': [], 'label': []}, features=good).to_parquet(str(d / 'norows' / 'data' / 'test-00000-of-00001.parquet'))
+    datasets.Dataset.from_dict({'image': [], 'label': []},
+                               features=good).to_parquet(str(d / 'norows' / 'data' / 'test-00000-of-00001.parquet'))
     paths['badlabel'] = write('badlabel', ('train', 'validation', 'test'), rows, good)
-    import pyarrow as pa, pyarrow.parquet as pq                     # label 5 of 2 classes in row 2 (the HF features kept)
+    # label 5 of 2 classes in row 2 (the HF features kept)
+    import pyarrow as pa, pyarrow.parquet as pq
     f = paths['badlabel'] / 'data' / 'train-00000-of-00001.parquet'
     t = pq.read_table(f); i = t.schema.get_field_index('label')
     pq.write_table(t.set_column(i, t.schema.field(i), pa.array([0, 1, 5, 1], type=t.schema.field(i).type)), f)
     row = dict(model='resnet18', subset_size=0.5, seed=0, n_train=200, top1_error=0.5, top5_error=0.2, test_loss=1.5,
-               best_epoch=1, val_top5_error=0.2, train_seconds=3.0, num_classes=10, run_dir='resnet18/subset_0.5000/seed_0')
-    for name, change in dict(nanres={'top5_error': float('nan')}, nullres={'top1_error': None}, rundir12={'run_dir': 12},
+               best_epoch=1, val_top5_error=0.2, train_seconds=3.0, num_classes=10,
+               run_dir='resnet18/subset_0.5000/seed_0')
+    for name, change in dict(nanres={'top5_error': float('nan')}, nullres={'top1_error': None},
+                             rundir12={'run_dir': 12},
                              modelnull={'model': None}).items():
         paths[name] = d / f'{name}.json'
-        paths[name].write_text(json.dumps({'format': 'minisweep.results/1', 'runs': [row, {**row, 'subset_size': 0.25, **change}]}))
+        runs = [row, {**row, 'subset_size': 0.25, **change}]
+        paths[name].write_text(json.dumps({'format': 'minisweep.results/1', 'runs': runs}))
     paths['other'].write_text(json.dumps({'format': 'something/else', 'rows': []}))
     paths['notjson'].write_text('{not json')
     paths['othercsv'].write_text('a,b\n1,2\n')
@@ -600,7 +627,8 @@ def runs(tmp_path_factory, reference):
     shutil.copy2(reference['out'] / R2 / 'last.pt', d / 'unfinished' / 'run' / 'last.pt')
     import torch
     ck = load_checkpoint(reference['out'] / R2 / 'best.pt')
-    for name, obj in (('crafted', {**ck, 'model': Payload(d / 'payload-ran')}), ('noconfig', {k: v for k, v in ck.items() if k != 'config'})):
+    no_config = {k: v for k, v in ck.items() if k != 'config'}
+    for name, obj in (('crafted', {**ck, 'model': Payload(d / 'payload-ran')}), ('noconfig', no_config)):
         shutil.copytree(reference['out'] / R2, d / name / R2)
         (d / name / R2 / 'eval_test.json').unlink()
         torch.save(obj, d / name / R2 / 'best.pt')
@@ -663,7 +691,8 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*SW, '--out', '{file}'], '{file}'),
     ([*SW, '--subset-sizes', '0.03749', '0.03751'], 'would share the run folder subset_0.0375'),
     ([*SW, '--dataset', '{noclass}'], "class 'c' (label 2) has no training images"),
-    ([*SW, '--dataset', '{zerobyte}'], "split 'test': {zerobyte}/data/test-00000-of-00001.parquet is an empty file (0 bytes)"),
+    ([*SW, '--dataset', '{zerobyte}'], "split 'test': {zerobyte}/data/test-00000-of-00001.parquet is an empty file (0 "
+     "bytes)"),
     ([*SW, '--dataset', '{norows}'], "split 'test' is empty"),
     ([*SW, '--dataset', '{badlabel}'], "split 'train', row 2: label 5 is outside the 2 classes"),
     ([*SW, '--learning-rates'], 'expected at least one argument'),
@@ -712,7 +741,8 @@ BAD_INPUT = [   # (argv, what the one line must say)
     ([*EV, '--checkpoint-dir', '{finished}', '--split', 'train'], "invalid choice: 'train'"),
     ([*EV, '--checkpoint-dir', '{finished}', '--device', 'tpu'], "unknown device 'tpu'"),
     (['eval', '--model', 'alexnet', '--checkpoint-dir', '{finished}'], 'no finished run of alexnet'),
-    ([*EV, '--checkpoint-dir', '{crafted}'], 'is not a minisweep checkpoint (it holds Python objects): refusing to unpickle it'),
+    ([*EV, '--checkpoint-dir', '{crafted}'], 'is not a minisweep checkpoint (it holds Python objects): refusing to '
+     'unpickle it'),
     ([*EV, '--checkpoint-dir', '{noconfig}'], 'is a damaged minisweep checkpoint: it has no config'),
     # curves
     (['curves'], 'required: results'),
@@ -739,7 +769,8 @@ def _case_id(argv: list) -> str:
     return ' '.join(argv) or '(nothing)'
 
 
-_NEEDS_RUNS = ('{finished}', '{unfinished}', '{results}', '{crafted}', '{noconfig}')      # cases on the module's trained runs
+_NEEDS_RUNS = ('{finished}', '{unfinished}', '{results}', '{crafted}',
+               '{noconfig}')      # cases on the module's trained runs
 
 
 @pytest.mark.parametrize('argv, says', [pytest.param(a, s, id=_case_id(a)) for a, s in BAD_INPUT])
@@ -764,11 +795,13 @@ def test_the_console_script_says_one_line_and_exits_2(tmp_path):
 
 
 def test_a_batch_larger_than_the_subset_fails_before_any_work(cli, tmp_path, monkeypatch):
-    """The sample by its name; 0.05 of 40 images a class is 20 images, fewer than a batch: refused from the labels alone,
+    """The sample by its name; 0.05 of 40 images a class is 20 images, fewer than a batch: refused from the labels
+    alone,
     before the first size trains, with no run folder made and no image decoded (a decode cache of its own stays empty).
     In a sweep the same grid fails that run only (tests/test_sweep.py)."""
     monkeypatch.setenv('MINISWEEP_CACHE', str(tmp_path / 'cache'))
-    rc, _, err = cli('train', '--model', 'resnet18', '--subset-sizes', '1', '0.05', '--batch-size', '32', '--image-size', '64',
+    rc, _, err = cli('train', '--model', 'resnet18', '--subset-sizes', '1', '0.05', '--batch-size', '32',
+                     '--image-size', '64',
                      '--dataset', 'sample', '--checkpoint-dir', tmp_path / 'ck', cwd=tmp_path)
     lines = visible_lines(err)
     assert rc == 2 and len(lines) == 1, err
@@ -790,19 +823,22 @@ def test_a_folder_of_another_grid_is_refused(reference, cli, tmp_path):
     assert Path(record).read_bytes() == before and not list((tmp_path / 'sweep').rglob('*.pt'))
 
 
-# --- 11. planted modules, links and foreign files in the sweep folder ----------------------------------------------------
+# --- 11. planted modules, links and foreign files in the sweep folder -------------------------------------------------
 
 PLANT = "open({marker!r}, 'a').write({name!r} + '\\n')\nraise ImportError('planted {name} was imported')\n"
 
 
 def test_a_module_planted_in_the_run_folder_is_not_imported(tmp_path):
-    """`torch.py` and `numpy.py` in the run folder and in the sweep folder (where the curves report runs): the jobs import
-    neither (they run in an empty private folder, with PYTHONSAFEPATH). A one-model, one-size, one-seed grid, with figures."""
+    """`torch.py` and `numpy.py` in the run folder and in the sweep folder (where the curves report runs): the jobs
+    import
+    neither (they run in an empty private folder, with PYTHONSAFEPATH). A one-model, one-size, one-seed grid, with
+    figures."""
     out, marker = tmp_path / 'sweep', tmp_path / 'planted-ran'
     for folder in (out / 'resnet18' / 'subset_0.1250' / 'seed_0', out):
         folder.mkdir(parents=True, exist_ok=True)
         for name in ('torch', 'numpy'): (folder / f'{name}.py').write_text(PLANT.format(marker=str(marker), name=name))
-    args = [a if a != '' or i == 0 or ONE_RUN[i - 1] != '--figures' else str(tmp_path / 'fig') for i, a in enumerate(ONE_RUN)]
+    args = [a if a != '' or i == 0 or ONE_RUN[i - 1] != '--figures' else str(tmp_path / 'fig') for i,
+            a in enumerate(ONE_RUN)]
     p = run_cli('sweep', *args, '--out', out, cwd=out)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert not marker.exists(), f'a planted module ran: {marker.read_text()}'
@@ -820,13 +856,14 @@ def test_a_lock_file_the_sweep_did_not_make_is_refused_and_left_alone(cli, tmp_p
     rc, _, err = cli('sweep', *ONE_RUN, '--out', out, cwd=tmp_path)
     lines = visible_lines(err)
     assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, err[-3000:]
-    assert f'{out}/.lock is ' in lines[0] and ('symbolic link' in lines[0] if kind == 'symlink' else 'move it away' in lines[0])
+    assert f'{out}/.lock is ' in lines[0] and ('symbolic link' in lines[0] if kind == 'symlink'
+                                               else 'move it away' in lines[0])
     assert precious.read_text() == 'a file of the user\n'
     if kind == 'other content': assert (out / '.lock').read_text() == 'a file of the user\n'
     assert not (out / 'sweep.json').exists()
 
 
-# --- 12. lost work: a finished run deleted during the sweep, an unwritable sweep.json, a damaged best.pt ------------------
+# --- 12. lost work: a finished run deleted during the sweep, an unwritable sweep.json, a damaged best.pt --------------
 
 @pytest.mark.slow           # a sweep, then its rerun training the run again, about 60 s: make test-slow
 def test_a_finished_run_deleted_during_the_sweep_is_reported_and_trained_again_on_rerun(reference, tmp_path):
@@ -848,7 +885,8 @@ def test_a_finished_run_deleted_during_the_sweep_is_reported_and_trained_again_o
 
 @pytest.mark.parametrize('errno_', [28, 30], ids=['disk full', 'read-only'])
 def test_an_unwritable_sweep_json_is_one_line(reference, tmp_path, monkeypatch, capsys, errno_):
-    "The console script's own `main`, in this process: writing sweep.json fails as a full disk or a read-only folder would."
+    """The console script's own `main`, in this process: writing sweep.json fails as a full disk or a read-only folder
+    would."""
     import minisweep.sweep
     from minisweep.cli import main
     out = copy_sweep(reference['out'], tmp_path / 'sweep')
@@ -868,7 +906,8 @@ def test_a_damaged_best_pt_of_a_finished_run_says_how_to_recover(reference, cli,
     rc, _, err = cli('sweep', *GRID, '--out', out, cwd=tmp_path)
     lines = visible_lines(err)
     assert rc == 2 and len(lines) == 1 and 'Traceback' not in err, err[-3000:]
-    assert f'{best} cannot be read' in lines[0] and f'delete the run folder {out / R2} and train that run again' in lines[0]
+    assert f'{best} cannot be read' in lines[0]
+    assert f'delete the run folder {out / R2} and train that run again' in lines[0]
     shutil.rmtree(out / R2)                                       # what the line says
     again = run_cli('sweep', *GRID, '--out', out, cwd=tmp_path)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
@@ -881,7 +920,8 @@ def test_a_crafted_last_pt_runs_no_code_and_the_run_starts_again(tmp_path):
     cfg = TrainConfig(model='resnet18', subset_size=0.125, image_size=64, num_epochs=1, batch_size=32, device='cpu',
                       bf16=False, progress=False, out_dir=str(tmp_path / 'run'))
     (tmp_path / 'run').mkdir()
-    torch.save({'format': CKPT_FORMAT, 'config': {}, 'model': Payload(tmp_path / 'payload-ran')}, tmp_path / 'run' / 'last.pt')
+    torch.save({'format': CKPT_FORMAT, 'config': {}, 'model': Payload(tmp_path / 'payload-ran')},
+               tmp_path / 'run' / 'last.pt')
     with pytest.warns(UserWarning, match='refusing to unpickle it: starting the run again from scratch'):
         m = train_run(cfg)
     assert not (tmp_path / 'payload-ran').exists()

@@ -12,25 +12,30 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp('wheel')
     had_build = (ROOT / 'build').exists()    # setuptools builds in the source tree: leave no build/ behind that we made
     try:
-        p = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(out), str(ROOT)],
+        p = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
+                            str(out), str(ROOT)],
                            capture_output=True, text=True, cwd=out)
     finally:
         if not had_build: shutil.rmtree(ROOT / 'build', ignore_errors=True)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert 'Warning' not in p.stderr, p.stderr[-2000:]     # a quiet build: no packaging warnings for the user to wade through
+    # a quiet build: no packaging warnings for the user to wade through
+    assert 'Warning' not in p.stderr, p.stderr[-2000:]
     return next(out.glob('minisweep-*.whl'))
 
 
 def test_wheel_ships_the_sample_and_the_notebooks(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {'minisweep/notebooks/02_train.ipynb', 'minisweep/notebooks/04_curves.ipynb', 'minisweep/sample/README.md'} <= names
+    assert {'minisweep/notebooks/02_train.ipynb', 'minisweep/notebooks/04_curves.ipynb',
+            'minisweep/sample/README.md'} <= names
     assert {f'minisweep/sample/data/{s}-00000-of-00001.parquet' for s in ('train', 'validation', 'test')} <= names
-    assert sum(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names if n.startswith('minisweep/sample/')) < 2 * 1024 ** 2
+    assert sum(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names
+               if n.startswith('minisweep/sample/')) < 2 * 1024 ** 2
 
 
 def test_installed_package_works_outside_the_repo(wheel, tmp_path):
     site = tmp_path / 'site'
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(site), str(wheel)], check=True)
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(site), str(wheel)],
+                   check=True)
     code = ("import minisweep, minisweep.data as d, minisweep.sweep as s\n"
             "assert minisweep.__file__.startswith(%r), minisweep.__file__\n"
             "assert s.train_notebook().is_file() and str(s.train_notebook()).startswith(%r)\n"

@@ -17,14 +17,16 @@ from minisweep.train import TrainConfig, load_checkpoint, read_log, train_run
 ROOT = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).resolve().parents[2] / 'shared/data/tiny-imagenet-100'   # beside the repository, in CI too
 TIMING = ('seconds', 'val_seconds', 'images_per_second')                         # the only fields that may differ
-LOG_KEYS = {'epoch', 'step', 'lr', 'train_loss', 'train_top1_error', 'val_loss', 'val_top1_error', 'val_top5_error', *TIMING}
+LOG_KEYS = {'epoch', 'step', 'lr', 'train_loss', 'train_top1_error', 'val_loss', 'val_top1_error', 'val_top5_error',
+            *TIMING}
 RESULT_KEYS = ('n_train', 'num_classes', 'epochs_run', 'planned_epochs', 'steps', 'lr', 'best_epoch', 'validations',
                'val_loss', 'val_top1_error', 'val_top5_error')
 
 
 def sample_cfg(out_dir, **kw) -> TrainConfig:
     """A run on the shipped sample small enough for the default test run: a quarter of it, 100 images, 3 steps an epoch.
-    On the CPU (exact comparisons) and in float32 (bf16 autocast on a CPU is slower, and would test nothing more here)."""
+    On the CPU (exact comparisons) and in float32 (bf16 autocast on a CPU is slower, and would test nothing more
+    here)."""
     base = dict(model='resnet18', subset_size=0.25, seed=0, image_size=64, num_epochs=5, batch_size=32,
                 device='cpu', bf16=False, progress=False, out_dir=str(out_dir))
     return TrainConfig(**{**base, **kw})
@@ -88,7 +90,8 @@ def test_papermill_job(tmp_path, venv_path_env):
 
 # --- kill, resume, repeat ------------------------------------------------------------------------------------------
 
-RUN = 'import json, sys\nfrom minisweep.train import TrainConfig, train_run\ntrain_run(TrainConfig(**json.loads(sys.argv[1])))'
+RUN = ('import json, sys\nfrom minisweep.train import TrainConfig, train_run\n'
+       'train_run(TrainConfig(**json.loads(sys.argv[1])))')
 
 def spawn_run(cfg: TrainConfig, until, env: dict, timeout: float = 300):
     "Train `cfg` in a process (and session) of its own and SIGKILL it once `until()` holds; fails if it ends first."
@@ -108,7 +111,8 @@ def spawn_run(cfg: TrainConfig, until, env: dict, timeout: float = 300):
 
 
 def test_kill_and_resume(tmp_path, venv_path_env, reference_run):
-    "A run killed (SIGKILL) after its second epoch resumes from last.pt and ends exactly where an uninterrupted run does."
+    """A run killed (SIGKILL) after its second epoch resumes from last.pt and ends exactly where an uninterrupted run
+    does."""
     ref_cfg, ref = reference_run
     cfg = replace(ref_cfg, out_dir=str(tmp_path / 'run'))
     spawn_run(cfg, lambda: len(read_log(cfg.out_dir)) >= 2, venv_path_env)
@@ -127,15 +131,19 @@ def test_kill_and_resume(tmp_path, venv_path_env, reference_run):
 @pytest.fixture(scope='module')
 def budget_run(tmp_path_factory, session_env):
     """`minisweep train --max-validations 2` over 6 epochs: the run of `sample_cfg(subset_size=0.5, num_epochs=6,
-    max_validations=2)` (the flags are its fields), made by the console script. The kill below must end where it ends."""
+    max_validations=2)` (the flags are its fields), made by the console script. The kill below must end where it
+    ends."""
     d = tmp_path_factory.mktemp('budget')
-    args = ['train', '--model', 'resnet18', '--subset-sizes', '0.5', '--num-epochs', '6', '--batch-size', '32', '--image-size', '64',
+    args = ['train', '--model', 'resnet18', '--subset-sizes', '0.5', '--num-epochs', '6', '--batch-size', '32',
+            '--image-size', '64',
             '--dataset', '', '--device', 'cpu', '--no-bf16', '--max-validations', '2', '--checkpoint-dir', str(d)]
-    env = dict(os.environ, PATH=os.pathsep.join([str(VENV_BIN), os.environ.get('PATH', '')]))      # offline, the session's cache
+    # offline, the session's cache
+    env = dict(os.environ, PATH=os.pathsep.join([str(VENV_BIN), os.environ.get('PATH', '')]))
     p = subprocess.run([MINISWEEP, *args], cwd=d, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     (run,) = [m.parent for m in d.rglob('metrics.json')]
-    return sample_cfg(run, subset_size=0.5, num_epochs=6, max_validations=2), json.loads((run / 'metrics.json').read_text())
+    return sample_cfg(run, subset_size=0.5, num_epochs=6,
+                      max_validations=2), json.loads((run / 'metrics.json').read_text())
 
 
 def test_validation_budget(budget_run):
@@ -251,9 +259,9 @@ def test_learns_tiny_imagenet(tmp_path, capsys):
     wall = time.perf_counter() - t0
     log = read_log(tmp_path / 'run')
     with capsys.disabled():
-        print(f'\nresnet18 tiny-imagenet-100 subset 0.25 ({m["n_train"]} images), {m["epochs_run"]} epochs on {m["device"]}: '
-              f'best val top-5 error {m["val_top5_error"]:.4f} (top-1 {m["val_top1_error"]:.4f}, epoch {m["best_epoch"]}), '
-              f'train {m["train_seconds"]:.0f} s, wall {wall:.0f} s')
+        print(f'\nresnet18 tiny-imagenet-100 subset 0.25 ({m["n_train"]} images), {m["epochs_run"]} epochs on '
+              f'{m["device"]}: best val top-5 error {m["val_top5_error"]:.4f} (top-1 {m["val_top1_error"]:.4f}, epoch '
+              f'{m["best_epoch"]}), train {m["train_seconds"]:.0f} s, wall {wall:.0f} s')
         for r in log: print({k: round(v, 4) for k, v in r.items()})
     assert m['n_train'] == 10_000 and m['num_classes'] == 100
     # measured: 0.562 after 4 epochs (0.832 after the first) on a 2-core CPU; 0.75 leaves room for other hardware
@@ -265,11 +273,13 @@ def test_learns_tiny_imagenet(tmp_path, capsys):
 
 def draws():
     import random, numpy as np
-    return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)], np.random.randn(1).tolist()
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)],
+            np.random.randn(1).tolist())
 
 
 def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
-    "Saved with the checkpoint and loaded weights-only, the random states give the same draws again (numpy's cached gaussian too)."
+    """Saved with the checkpoint and loaded weights-only, the random states give the same draws again (numpy's cached
+    gaussian too)."""
     import random, numpy as np
     from minisweep.train import CKPT_FORMAT, rng_state, _seed_everything, set_rng_state, atomic_save
     _seed_everything(3); np.random.randn(1)                         # a gaussian half used: has_gauss is set
@@ -284,8 +294,10 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_cuda_rng_state_is_the_current_devices_and_resumes_with_fewer_gpus(tmp_path, monkeypatch):
-    """On CUDA a checkpoint keeps the current device's generator only. Simulated on the CPU: saved by a run on GPU 2 of 4
-    (the old way, every device's state, would not restore where fewer are visible), restored where one GPU is visible."""
+    """On CUDA a checkpoint keeps the current device's generator only. Simulated on the CPU: saved by a run on GPU 2 of
+    4
+    (the old way, every device's state, would not restore where fewer are visible), restored where one GPU is
+    visible."""
     from minisweep.train import CKPT_FORMAT, rng_state, set_rng_state, atomic_save
     states = {d: torch.full((16,), d, dtype=torch.uint8) for d in range(4)}
     visible, current, restored = [4], [2], []
@@ -310,7 +322,8 @@ def test_cuda_rng_state_is_the_current_devices_and_resumes_with_fewer_gpus(tmp_p
 
 
 def test_tensorboard_scalars_at_each_validation(tmp_path, monkeypatch):
-    "With tensorboard=True each validation's row goes to a SummaryWriter at its step; a resume drops what came after last.pt."
+    """With tensorboard=True each validation's row goes to a SummaryWriter at its step; a resume drops what came after
+    last.pt."""
     import importlib.util, types
     calls = []
     class Writer:                      # records what torch.utils.tensorboard.SummaryWriter would be given
@@ -319,14 +332,16 @@ def test_tensorboard_scalars_at_each_validation(tmp_path, monkeypatch):
         def flush(self): pass
         def close(self): calls.append('close')
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: object() if name == 'tensorboard' else find_spec(name, *a))
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: object() if name == 'tensorboard'
+                        else find_spec(name, *a))
     monkeypatch.setitem(sys.modules, 'torch.utils.tensorboard', types.SimpleNamespace(SummaryWriter=Writer))
     cfg = sample_cfg(tmp_path / 'run', subset_size=0.25, num_epochs=2, tensorboard=True)   # 3 steps an epoch
     train_run(cfg)
     tags = {t for t in calls if isinstance(t, tuple) and t[0] != 'open'}
     assert calls[0] == ('open', tmp_path / 'run' / 'tensorboard', None) and calls[-1] == 'close'
     assert {step for _, step in tags} == {3, 6} and ('top5_error/validation', 6) in tags and len(tags) == 14
-    (tmp_path / 'run' / 'metrics.json').unlink()                 # unfinished again: it resumes after its last validation
+    # unfinished again: it resumes after its last validation
+    (tmp_path / 'run' / 'metrics.json').unlink()
     calls.clear(); train_run(cfg)
     assert calls == [('open', tmp_path / 'run' / 'tensorboard', 7), 'close']
 
@@ -336,8 +351,10 @@ def test_tensorboard_not_installed_is_one_line(tmp_path, monkeypatch, capsys):
     import importlib.util
     from minisweep.cli import main
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'tensorboard' else find_spec(name, *a))
-    code = main(['train', '--model', 'resnet18', '--tensorboard', '--dataset', '', '--device', 'cpu', '--checkpoint-dir', str(tmp_path)])
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'tensorboard' else find_spec(name, *a))
+    code = main(['train', '--model', 'resnet18', '--tensorboard', '--dataset', '', '--device', 'cpu',
+                 '--checkpoint-dir', str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install 'minisweep[tensorboard]'" in err
     assert not list(tmp_path.rglob('*.pt'))

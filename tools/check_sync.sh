@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fails when `nbdev_export` or `nbdev_clean` would change a file: notebooks are the source of minisweep/*.py.
 set -euo pipefail
-snap() { find nbs minisweep -name '*.ipynb' -o -name '*.py' -not -path '*/notebooks/*' | LC_ALL=C sort | xargs sha1sum; }
+snap() {
+  find nbs minisweep -name '*.ipynb' -o -name '*.py' -not -path '*/notebooks/*' | LC_ALL=C sort | xargs sha1sum
+}
 before=$(snap)
 nbdev_export
 nbdev_clean

@@ -31,7 +31,8 @@ def definitions(src: str) -> int:
     n = 0
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): n += 1
-        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets): n += 1
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id.isupper()
+                                                  for t in node.targets): n += 1
     return n
 
 
@@ -103,7 +104,8 @@ def main():
         if not cells: continue
         lines, defs = [code_lines(c) for c in cells], [definitions(c) for c in cells]
         every += lines
-        print(f'| {nb.stem} | {len(cells)} | {statistics.median(lines):g} | {max(lines)} | {statistics.median(defs):g} |')
+        row = [nb.stem, len(cells), f'{statistics.median(lines):g}', max(lines), f'{statistics.median(defs):g}']
+        print('| ' + ' | '.join(map(str, row)) + ' |')
     print(f'| **all** | {len(every)} | **{statistics.median(every):g}** | {max(every)} | |')
     print('\n## Longest functions\n')
     for n, name in longest_functions(): print(f'- {name}: {n} lines')
