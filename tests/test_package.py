@@ -48,3 +48,15 @@ def test_installed_package_works_outside_the_repo(wheel, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(site))
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert p.returncode == 0 and p.stdout.strip().endswith('ok'), p.stderr[-2000:]
+
+
+def test_house_check_fails_on_a_later_chapter_import_or_a_torch_core(tmp_path):
+    "tools/house.py (`make test` runs it) passes on the checkout, fails on a core importing torch or a later chapter."
+    for folder in ('tools', 'minisweep', 'nbs'): shutil.copytree(ROOT / folder, tmp_path / folder)
+    house = lambda: subprocess.run([sys.executable, str(tmp_path / 'tools/house.py')], capture_output=True, text=True)
+    p = house()
+    assert p.returncode == 0 and 'Imports of a later chapter: none' in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    core = tmp_path / 'minisweep/core.py'
+    core.write_text(core.read_text() + '\n\ndef _late():\n    import torch\n    from .sweep import run_sweep\n')
+    p = house()
+    assert p.returncode == 1 and 'core -> sweep' in p.stdout and 'The core imports torch: yes' in p.stdout, p.stdout
