@@ -1,7 +1,7 @@
 """`minisweep curves` as a reader meets it, on results written by hand (no training): a study too small to check says
 so; a study drawn from a known law gets fits.json with intervals, its checks and images for a target error; a curve
 that bends is not extrapolated; bad targets are one line and exit 2; a curve draws the error its runs selected on, or
-says why; no interval prints one number as both its ends."""
+says why; no interval prints one number as both its ends; the report (the chapter minus its check cells) runs alone."""
 import json, re
 
 import numpy as np
@@ -109,3 +109,32 @@ def test_a_curve_selected_on_loss_says_what_it_draws(tmp_path, venv_path_env):
     md = (tmp_path / 'fig' / 'summary.md').read_text()
     assert 'The curve: checkpoints selected on validation loss, not an error rate: the curve draws top-5 error.' in md
     assert not same_ends(md), same_ends(md)                 # top-1 error 0.9 at every seed: sd 0, not [x, x]
+
+
+def test_the_report_runs_without_its_check_cells(tmp_path, venv_path_env):
+    "The chapter minus its `#| check` cells, run by papermill on results of its own, draws them and shows nothing else."
+    import subprocess, sys
+    from conftest import ROOT
+    nb = json.loads((ROOT / 'nbs' / '04_curves.ipynb').read_text())
+    is_check = lambda c: c['cell_type'] == 'code' and '#| check' in [l.strip() for l in c['source'][:3]]
+    assert any(map(is_check, nb['cells']))
+    nb['cells'] = [c for c in nb['cells'] if not is_check(c)]
+    (tmp_path / 'report.ipynb').write_text(json.dumps(nb))
+    runs = [row(model, n, e5, min(0.99, e5 + 0.3), seed, n_validations=4)
+            for model in ('alexnet', 'resnet18') for n, e5 in ((50, 0.62), (100, 0.50), (200, 0.39), (400, 0.33))
+            for seed in (0, 1)]
+    for r in runs:
+        (tmp_path / r['run_dir']).mkdir(parents=True)
+        log = [dict(epoch=e, val_top5_error=r['top5_error'] + 0.3 / e, val_top1_error=0.99, val_loss=2.0)
+               for e in (1, 2)]
+        (tmp_path / r['run_dir'] / 'log.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in log))
+    results, work = write(tmp_path / 'results.json', runs), tmp_path / 'work'
+    work.mkdir()
+    p = subprocess.run([sys.executable, '-m', 'papermill', tmp_path / 'report.ipynb', tmp_path / 'out.ipynb', '-p',
+                        'results', results, '-p', 'out_dir', tmp_path / 'fig', '--cwd', work, '-k', 'python3'],
+                       capture_output=True, text=True, env=venv_path_env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    drawn = {f.name for f in (tmp_path / 'fig').iterdir()}
+    assert {'curves.png', 'summary.md', 'fits.json', 'training_curves.png'} <= drawn, drawn
+    shown = json.dumps([c.get('outputs', []) for c in json.loads((tmp_path / 'out.ipynb').read_text())['cells']])
+    assert 'mini-imagenet' not in shown.lower() and 'tiny-imagenet' not in shown.lower()   # no synthetic, no study
