@@ -1,6 +1,7 @@
 """`minisweep curves` as a reader meets it, on results written by hand (no training): a study too small to check says
 so; a study drawn from a known law gets fits.json with intervals, its checks and images for a target error; a curve
-that bends is not extrapolated; bad targets are one line and exit 2."""
+that bends is not extrapolated; bad targets are one line and exit 2; a curve draws the error its runs selected on, or
+says why; no interval prints one number as both its ends; the report (the chapter minus its check cells) runs alone."""
 import json, re
 
 import numpy as np
@@ -9,8 +10,9 @@ from conftest import minisweep
 
 
 def row(model, n_train, top5, top1, seed=0, n_test=100, classes=10, total=400, **more):
-    return dict(dict(model=model, subset_size=n_train / total, learning_rate=0.01, seed=seed, n_train=n_train, top1_error=top1,
-                top5_error=top5, test_loss=2.0, best_epoch=8, val_top5_error=top5, val_top1_error=top1, val_loss=2.0,
+    return dict(dict(model=model, subset_size=n_train / total, learning_rate=0.01, seed=seed, n_train=n_train,
+                top1_error=top1, top5_error=top5, test_loss=2.0, best_epoch=8, val_top5_error=top5,
+                val_top1_error=top1, val_loss=2.0,
                 select_on='val_top5_error', selected=True, default_learning_rate=0.01, train_seconds=1.0,
                 num_classes=classes, dataset='', split='test', n_test=n_test, epochs=8,
                 run_dir=f'{model}/subset_{n_train / total:.4f}/seed_{seed}'), **more)
@@ -23,7 +25,8 @@ def write(path, runs):
 
 def test_a_study_too_small_to_check_says_so(tmp_path, venv_path_env):
     runs = [row('resnet18', n, t5, t1) for n, t5, t1 in ((100, 0.50, 0.90), (200, 0.42, 0.85), (400, 0.37, 0.80))]
-    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env, cwd=tmp_path)
+    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env,
+                  cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     names = {f.name for f in (tmp_path / 'fig').iterdir()}
     assert {'resnet18_curve.png', 'resnet18_curve.pdf', 'curves.png', 'curves.pdf', 'summary.md', 'fits.json'} <= names
@@ -70,16 +73,68 @@ def test_bad_targets_are_one_line(tmp_path, venv_path_env):
     results = write(tmp_path / 'results.json', [row('resnet18', n, 0.5, 0.9) for n in (100, 200, 400)])
     for bad, says in (('1.5', 'target error 1.5 must be in (0, 1)'), ('0', 'target error 0 must be in (0, 1)'),
                       ('many', "'many' is not an error")):
-        p = minisweep('curves', results, '--out', tmp_path / 'fig', '--target-error', bad, env=venv_path_env, cwd=tmp_path)
+        p = minisweep('curves', results, '--out', tmp_path / 'fig', '--target-error', bad, env=venv_path_env,
+                      cwd=tmp_path)
         assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and says in p.stderr, (bad, p.stderr)
 
 
+def same_ends(md):
+    "The brackets of `md` whose two ends read alike: a number called both the lower and the upper bound."
+    return [m for m in re.findall(r'\[([-\d.]+), ([-\d.]+)\]', md) if m[0] == m[1]]
+
+
 def test_five_classes_draw_the_error_they_selected_on(tmp_path, venv_path_env):
-    runs = [row('resnet18', n, 0.0, t1, seed, classes=5, total=800, select_on='val_top1_error') for n, t1 in
-            ((100, 0.70), (200, 0.55), (400, 0.45), (800, 0.40)) for seed in (0, 1)]
-    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env, cwd=tmp_path)
+    runs = [row(model, n, 0.0, t1, seed, classes=5, total=800, select_on=select_on)
+            for model, select_on, errors in (('resnet18', 'val_top1_error', (0.70, 0.55, 0.45, 0.40)),
+                                             ('alexnet', 'val_top5_error', (0.75, 0.62, 0.55, 0.52)))
+            for n, t1 in zip((100, 200, 400, 800), errors) for seed in (0, 1)]
+    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env,
+                  cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
     fits = json.loads((tmp_path / 'fig' / 'fits.json').read_text())
     assert list(fits['resnet18']) == ['top1_error'], fits                      # top-5 error is 0 by construction
     md = (tmp_path / 'fig' / 'summary.md').read_text()
     assert re.search(r'^\| top-1 error \|', md, re.M) and not re.search(r'^\| top-5 error \|', md, re.M), md
+    assert '| n_train | seeds | top-1 error | training top-1 error | validations |' in md, md   # no top-5 column
+    assert 'The curve: checkpoints selected on validation top-5 error, 0 with 5 classes: the curve draws top-1' in md
+    assert not same_ends(md), same_ends(md)
+
+
+def test_a_curve_selected_on_loss_says_what_it_draws(tmp_path, venv_path_env):
+    runs = [row('resnet18', n, t5, 0.9, seed, n_test=5000, classes=100, total=800, select_on='val_loss')
+            for n, t5 in ((100, 0.70), (200, 0.55), (400, 0.45), (800, 0.40)) for seed in (0, 1)]
+    p = minisweep('curves', write(tmp_path / 'results.json', runs), '--out', tmp_path / 'fig', env=venv_path_env,
+                  cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    md = (tmp_path / 'fig' / 'summary.md').read_text()
+    assert 'The curve: checkpoints selected on validation loss, not an error rate: the curve draws top-5 error.' in md
+    assert not same_ends(md), same_ends(md)                 # top-1 error 0.9 at every seed: sd 0, not [x, x]
+
+
+def test_the_report_runs_without_its_check_cells(tmp_path, venv_path_env):
+    "The chapter minus its `#| check` cells, run by papermill on results of its own, draws them and shows nothing else."
+    import subprocess, sys
+    from conftest import ROOT
+    nb = json.loads((ROOT / 'nbs' / '04_curves.ipynb').read_text())
+    is_check = lambda c: c['cell_type'] == 'code' and '#| check' in [l.strip() for l in c['source'][:3]]
+    assert any(map(is_check, nb['cells']))
+    nb['cells'] = [c for c in nb['cells'] if not is_check(c)]
+    (tmp_path / 'report.ipynb').write_text(json.dumps(nb))
+    runs = [row(model, n, e5, min(0.99, e5 + 0.3), seed, n_validations=4)
+            for model in ('alexnet', 'resnet18') for n, e5 in ((50, 0.62), (100, 0.50), (200, 0.39), (400, 0.33))
+            for seed in (0, 1)]
+    for r in runs:
+        (tmp_path / r['run_dir']).mkdir(parents=True)
+        log = [dict(epoch=e, val_top5_error=r['top5_error'] + 0.3 / e, val_top1_error=0.99, val_loss=2.0)
+               for e in (1, 2)]
+        (tmp_path / r['run_dir'] / 'log.jsonl').write_text(''.join(json.dumps(l) + '\n' for l in log))
+    results, work = write(tmp_path / 'results.json', runs), tmp_path / 'work'
+    work.mkdir()
+    p = subprocess.run([sys.executable, '-m', 'papermill', tmp_path / 'report.ipynb', tmp_path / 'out.ipynb', '-p',
+                        'results', results, '-p', 'out_dir', tmp_path / 'fig', '--cwd', work, '-k', 'python3'],
+                       capture_output=True, text=True, env=venv_path_env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    drawn = {f.name for f in (tmp_path / 'fig').iterdir()}
+    assert {'curves.png', 'summary.md', 'fits.json', 'training_curves.png'} <= drawn, drawn
+    shown = json.dumps([c.get('outputs', []) for c in json.loads((tmp_path / 'out.ipynb').read_text())['cells']])
+    assert 'mini-imagenet' not in shown.lower() and 'tiny-imagenet' not in shown.lower()   # no synthetic, no study
