@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_train.ipynb #c003
 from __future__ import annotations
-import functools, importlib.util, json, math, os, pickle, random, tempfile, time, warnings
+import functools, importlib.util, json, math, os, pickle, random, stat, tempfile, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -14,31 +14,33 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .core import LAYOUT, UserError, atomic_write, check_fraction, check_writable, is_complete, read_log
-from .data import Batches, decoded_split, load_splits, sample_dataset, stored_size, subset_counts, subset_indices
+from .core import (LAYOUT, UserError, atomic_write, check_fraction, check_writable, is_complete, no_link,
+                            read_log)
+from .data import (Batches, decoded_split, load_splits, sample_dataset, stored_size, subset_counts,
+                            subset_indices)
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
-__all__ = ['FORMAT_CACHE', 'FORMAT_TAG', 'FORMAT_MARGIN', 'FORMATS', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'TB_SCALARS',
-           'CLEAN_TRAIN_IMAGES', 'resolve_device', 'TrainConfig', 'param_groups', 'lr_factor', 'make_optimizer',
-           'run_length', 'validation_epochs', 'topk_correct', 'autocast', 'bf16_supported', 'precision',
-           'compile_model', 'predict', 'split_metrics', 'cpu_name', 'probe_batch', 'time_formats', 'read_formats',
-           'format_key', 'measured_format', 'saved_format', 'run_format', 'atomic_save', 'CorruptCheckpoint',
-           'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on', 'open_splits',
-           'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer', 'log_scalars',
-           'resume_run', 'train_one_epoch', 'record_validation', 'train_eval_indices', 'clean_train_errors',
-           'finish_run', 'train_run', 'run_summary', 'SELECT_ON']
+__all__ = ['FORMAT_CACHE', 'FORMAT_TAG', 'FORMAT_MARGIN', 'FORMATS', 'CKPT_FORMAT', 'CKPT_KEYS', 'RESUME_KEYS', 'LOG_FLAGS',
+           'TB_SCALARS', 'STATE_TYPES', 'CLEAN_TRAIN_IMAGES', 'resolve_device', 'TrainConfig', 'param_groups',
+           'lr_factor', 'make_optimizer', 'run_length', 'validation_epochs', 'topk_correct', 'autocast',
+           'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'cpu_name', 'probe_batch',
+           'time_formats', 'read_formats', 'format_key', 'measured_format', 'saved_format', 'run_format', 'atomic_save',
+           'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on',
+           'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer',
+           'log_scalars', 'resume_run', 'train_one_epoch', 'last_pt_interval', 'last_pt_due', 'record_validation',
+           'train_eval_indices', 'clean_train_errors', 'best_row', 'finish_run', 'train_run', 'run_summary']
 
 # %% ../nbs/02_train.ipynb #c006
-from .core import SELECT_ON, Settings      # the fields, documented, in the torch-free core: the command line reads them
-_all_ = ['SELECT_ON']                               # still a name of this module, as before
+from .core import Settings      # the fields, documented, in the torch-free core: the command line reads them
 
 def resolve_device(device: str = 'auto') -> torch.device:
     "`auto` -> cuda when there is a GPU, else cpu; a `UserError` for a device that is not there."
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: d = torch.device(device)
     except RuntimeError: raise UserError(f'unknown device {device!r}: use auto, cpu, cuda or cuda:N') from None
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise UserError(f'device {device} asked for, but no CUDA GPU is visible')
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'device {device} asked for, but no CUDA GPU is visible')
     if d.type not in ('cpu', 'cuda'): raise UserError(f'device {device} is not supported: use cpu or cuda')
     return d
 
@@ -46,12 +48,8 @@ def resolve_device(device: str = 'auto') -> torch.device:
 @dataclass
 class TrainConfig(Settings):
     "Everything that defines one training run: the core's `Settings`, checked against the models and the machine."
-    def __post_init__(self):
-        "A bool, as before auto: True was channels-last where it pays (auto), False never."
-        if isinstance(self.channels_last, bool): self.channels_last = 'auto' if self.channels_last else 'false'
-
     def check(self) -> 'TrainConfig':
-        "Raise a one-line `UserError` for any value that cannot work: each field's rule, the model, its image size, the device."
+        "A one-line `UserError` for a value that cannot work: each field's rule, the model, its image size, the device."
         model_spec(self.model); check_image_size(self.model, self.image_size)
         super().check(); resolve_device(self.device)
         return self
@@ -62,9 +60,9 @@ class TrainConfig(Settings):
         return self.learning_rate or default_lr(self.model, self.batch_size)
 
     def identity(self) -> dict:
-        "`Settings.identity`, auto and false written as the booleans that meant them before auto: older sweeps resume."
-        ident, before_auto = super().identity(), {'auto': True, 'false': False}
-        return {**ident, 'channels_last': before_auto.get(ident['channels_last'], ident['channels_last'])}
+        "`Settings.identity`, with channels_last auto and false spelled True and False, as saved runs spell them."
+        ident, spelled = super().identity(), {'auto': True, 'false': False}
+        return {**ident, 'channels_last': spelled.get(ident['channels_last'], ident['channels_last'])}
 
 # %% ../nbs/02_train.ipynb #c009
 def param_groups(model: nn.Module, weight_decay: float) -> list:
@@ -85,8 +83,9 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, warmup_steps: int, device: torch.device):
     "Fused SGD (one kernel for the whole update, on CPU and CUDA) and its per-step warm-up + cosine scheduler."
     kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-    try: opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), fused=True, **kw)
-    except (RuntimeError, TypeError): opt = torch.optim.SGD(param_groups(model, cfg.weight_decay), foreach=device.type == 'cuda', **kw)
+    groups = lambda: param_groups(model, cfg.weight_decay)
+    try: opt = torch.optim.SGD(groups(), fused=True, **kw)
+    except (RuntimeError, TypeError): opt = torch.optim.SGD(groups(), foreach=device.type == 'cuda', **kw)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total_steps, warmup_steps))
     return opt, sched
 
@@ -123,11 +122,12 @@ def autocast(device: torch.device, enabled: bool):
 # %% ../nbs/02_train.ipynb #sp05
 @functools.lru_cache(maxsize=None)
 def bf16_supported(device: torch.device) -> bool:
-    "Whether bf16 autocast pays off on `device`: a GPU of compute capability 8.0 or newer, or a CPU with AVX512-BF16 or AMX."
+    "Whether bf16 autocast pays off on `device`: a GPU of compute capability 8.0 or more, a CPU with AVX512-BF16/AMX."
     if device.type == 'cuda':
         cc = torch.cuda.get_device_capability(device)
         if cc >= (8, 0): return True
-        warnings.warn(f'GPU {device} has compute capability {cc[0]}.{cc[1]} (below 8.0: no bf16 convolutions): training in float32')
+        warnings.warn(f'GPU {device} has compute capability {cc[0]}.{cc[1]} (below 8.0: no bf16 convolutions): '
+                      'training in float32')
         return False
     try: flags = Path('/proc/cpuinfo').read_text()
     except OSError: return False
@@ -187,7 +187,7 @@ def time_formats(cfg: TrainConfig, device: torch.device, batch: int,
                  warmup: int = 2,        # untimed steps of each format first (oneDNN builds its kernels)
                  budget: float = 7.0,    # seconds in all: timed steps are taken until then, at least `min_steps` each
                  min_steps: int = 3, max_steps: int = 10) -> dict:
-    "Training images/s of `cfg`'s model in each format: its fastest of train steps on random data, the formats taking turns."
+    "Training images/s of `cfg`'s model in each format: its fastest train step on random data, formats taking turns."
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):     # the run's random streams stay as they were: measured or not, one run
         torch.manual_seed(0)
@@ -207,7 +207,7 @@ def time_formats(cfg: TrainConfig, device: torch.device, batch: int,
         while taken() < min_steps or (taken() < max_steps and time.perf_counter() - t0 < budget):
             for name, s in steps.items():
                 t = time.perf_counter(); step(*s); times[name].append(time.perf_counter() - t)
-    return {name: batch / min(t) for name, t in times.items()}     # other work only slows a step: the fastest is the format's
+    return {name: batch / min(t) for name, t in times.items()}     # other work only slows a step: the fastest counts
 
 # %% ../nbs/02_train.ipynb #57609455
 def _sound_format(r) -> bool:
@@ -258,8 +258,7 @@ def measured_format(cfg: TrainConfig, device: torch.device) -> dict:
 # %% ../nbs/02_train.ipynb #cd39a7bb
 def saved_format(saved: dict | None, device: torch.device) -> str | None:
     "The memory format a saved config trained in ('true' or 'false'); None when it does not say (auto, or no config)."
-    v = (saved or {}).get('channels_last')
-    if isinstance(v, bool): return 'true' if v and device.type == 'cuda' else 'false'   # before auto: CUDA only
+    v = saved.get('channels_last') if isinstance(saved, dict) else None
     return v if v in ('true', 'false') else None
 
 def _saved_config(run_dir: Path) -> dict | None:
@@ -288,7 +287,7 @@ class _KeepError:
 
 # %% ../nbs/02_train.ipynb #sp10
 def atomic_save(obj, path: Path):
-    "`torch.save` through the core chapter's `atomic_write`: `path` is never half-written; a failed write raises its OSError."
+    "`torch.save` through the core's `atomic_write`: `path` is never half-written; a failed write raises its OSError."
     def save(f):
         w = _KeepError(f)
         try: torch.save(obj, w)
@@ -306,17 +305,20 @@ RESUME_KEYS = CKPT_KEYS + ('optimizer', 'scheduler', 'state', 'rng')  # also in 
 
 # %% ../nbs/02_train.ipynb #sp12
 def load_checkpoint(path: Path, map_location='cpu', keys=CKPT_KEYS) -> dict:
-    "Read a checkpoint written by `atomic_save` (tensors and plain data only: no code runs), or raise `CorruptCheckpoint` naming the file."
+    "Read a checkpoint written by `atomic_save` (tensors and plain data: no code runs), else `CorruptCheckpoint`."
     try: ck = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError: raise
     except pickle.UnpicklingError as e:
         if 'weights only' in str(e).lower():
-            raise CorruptCheckpoint(f'{path} is not a minisweep checkpoint (it holds Python objects): refusing to unpickle it') from None
+            raise CorruptCheckpoint(f'{path} is not a minisweep checkpoint (it holds Python objects): '
+                                    'refusing to unpickle it') from None
         raise CorruptCheckpoint(f'{path} cannot be read ({type(e).__name__}: {str(e)[:120]})') from None
-    except Exception as e: raise CorruptCheckpoint(f'{path} cannot be read ({type(e).__name__}: {str(e)[:120]})') from None
+    except Exception as e:
+        raise CorruptCheckpoint(f'{path} cannot be read ({type(e).__name__}: {str(e)[:120]})') from None
     if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
         raise CorruptCheckpoint(f'{path} is not a minisweep checkpoint')
-    missing = [k for k in keys if k not in ck] + (['config'] if 'config' in ck and not isinstance(ck['config'], dict) else [])
+    missing = [k for k in keys if k not in ck]
+    if 'config' in ck and not isinstance(ck['config'], dict): missing.append('config')
     if missing: raise CorruptCheckpoint(f'{path} is a damaged minisweep checkpoint: it has no {", ".join(missing)}')
     return ck
 
@@ -326,7 +328,7 @@ class TrainingDiverged(Exception):
 
 # %% ../nbs/02_train.ipynb #sp13
 def rng_state(device: torch.device) -> dict:
-    "Every generator's state as tensors, lists and numbers (what a weights-only load reads); on CUDA the current device's only."
+    "Every generator's state as tensors, lists and numbers (what a weights-only load reads); CUDA's current device's."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return dict(torch=torch.get_rng_state(), python=random.getstate(),
                 numpy=dict(kind=kind, keys=keys.tolist(), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)),
@@ -345,23 +347,26 @@ def _seed_everything(seed: int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 # %% ../nbs/02_train.ipynb #sp16
+LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
 def _append_log(run_dir: Path, row: dict):
-    with open(run_dir / 'log.jsonl', 'a') as f:
+    "Append `row` to the run's `log.jsonl`, fsynced; never through a symbolic link."
+    with os.fdopen(os.open(no_link(run_dir / 'log.jsonl', run_dir), LOG_FLAGS, 0o644), 'a') as f:
         f.write(json.dumps(row) + '\n'); f.flush(); os.fsync(f.fileno())
 
 # %% ../nbs/02_train.ipynb #c022
 def check_select_on(select_on: str, num_classes: int):
-    "Refuse to pick checkpoints on top-5 error with 5 classes or fewer: the label is then always among the top 5, the error always 0."
+    "Refuse to pick checkpoints on top-5 error with 5 classes or fewer: the label is always among the top 5."
     if select_on == 'val_top5_error' and num_classes <= 5:
-        raise UserError(f'the dataset has {num_classes} classes: with 5 or fewer, top-5 error is always 0 and cannot pick a '
-                        f'checkpoint; select on val_top1_error or val_loss (--select-on)')
+        raise UserError(f'the dataset has {num_classes} classes: with 5 or fewer, top-5 error is always 0 and cannot '
+                        'pick a checkpoint; select on val_top1_error or val_loss (--select-on)')
 
 # %% ../nbs/02_train.ipynb #sp17
 def open_splits(cfg: TrainConfig) -> dict:
-    "The run's train and validation splits, opened but not decoded; a one-line `UserError` when they cannot serve the run."
+    "The run's train and validation splits, opened but not decoded; a one-line `UserError` when they cannot serve it."
     splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'), **cfg.layout())
     check_select_on(cfg.select_on, len(splits['train'].classes))
-    n = int(subset_counts(splits['train'].labels, cfg.subset_size).sum())      # the subset's size, from the labels alone
+    n = int(subset_counts(splits['train'].labels, cfg.subset_size).sum())      # the subset's size, from the labels
     if cfg.batch_size > n:
         raise UserError(f'batch size {cfg.batch_size} is larger than the {n} images of subset {cfg.subset_size}: '
                         f'use a batch size of at most {n}')
@@ -369,10 +374,10 @@ def open_splits(cfg: TrainConfig) -> dict:
 
 # %% ../nbs/02_train.ipynb #sp18
 def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = None) -> dict:
-    "Decoded train and validation splits (`splits` from `open_splits`, or opened here), the subset's indices, and their `Batches` on `device`."
+    "Decoded train and validation splits (`open_splits`'s, or opened here), the subset's indices, their `Batches`."
     splits = splits or open_splits(cfg)
     size = stored_size(cfg.image_size, cfg.crop_pct)
-    train, val = decoded_split(splits['train'], size, progress=cfg.progress), decoded_split(splits['validation'], size, progress=cfg.progress)
+    train, val = (decoded_split(splits[s], size, progress=cfg.progress) for s in ('train', 'validation'))
     idx = subset_indices(train.labels, cfg.subset_size, cfg.seed)
     on = [False, False]
     if device.type == 'cuda' and cfg.cache_on_device:
@@ -380,16 +385,19 @@ def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = N
         on = cache_placement([train.images.nbytes, val.images.nbytes], torch.cuda.mem_get_info(device)[0], reserve)
     cl = run_format(cfg, device) == 'true'
     place = lambda c, gpu: torch.from_numpy(c.images).to(device) if gpu else torch.from_numpy(c.images)
-    train_b = Batches(train, cfg.image_size, cfg.batch_size, idx, train=True, device=device, channels_last=cl, images=place(train, on[0]))
-    val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile, images=place(val, on[1]))
+    train_b = Batches(train, cfg.image_size, cfg.batch_size, idx, train=True, device=device, channels_last=cl,
+                      images=place(train, on[0]))
+    val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile,
+                    images=place(val, on[1]))
     return dict(train=train_b, val=val_b, n_train=len(idx), classes=train.classes)
 
 # %% ../nbs/02_train.ipynb #sp19
 def training_memory(model: str, num_classes: int, image_size: int, batch_size: int) -> int:
-    "Bytes a training step needs on the GPU, estimated on the meta device: fp32 weights, gradients, momentum, every layer's output."
+    "Bytes a training step needs on the GPU, estimated on the meta device: weights, gradients, momentum, activations."
     with torch.device('meta'): net = create_model(model, num_classes)
     outs = []
-    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o.numel() * 4)) for m in net.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o.numel() * 4))
+             for m in net.modules() if not list(m.children())]
     net(torch.empty(batch_size, 3, image_size, image_size, device='meta'))
     for h in hooks: h.remove()
     return 3 * 4 * sum(p.numel() for p in net.parameters()) + sum(outs)
@@ -398,7 +406,7 @@ def training_memory(model: str, num_classes: int, image_size: int, batch_size: i
 def cache_placement(cache_bytes: list,   # size of each cache, in the order they are placed (train, validation)
                     free: int,           # free GPU memory, bytes
                     reserve: int,        # what the model needs (`training_memory`)
-                    margin: float = 0.25,# extra share of `reserve`, plus 1 GiB, for the CUDA context, cuDNN and fragmentation
+                    margin: float = 0.25,# share of `reserve`, plus 1 GiB, for the CUDA context, cuDNN, fragmentation
                    ) -> list:
     "Which caches go on the GPU: each one that fits in what the model and the caches before it leave free."
     left = free - reserve * (1 + margin) - 2**30
@@ -417,7 +425,7 @@ def train_epoch(model,                  # the model, on `device`
                 bf16: bool,             # bf16 autocast (where the device supports it)
                 bar,                    # a tqdm bar, advanced by the images seen
                ) -> tuple:
-    "One training pass over `batches`: (mean loss, top-1 error, images seen); the sums stay on the device until the end."
+    "One training pass over `batches`: (mean loss, top-1 error, images seen); the sums stay on the device till the end."
     model.train()
     loss_sum = torch.zeros((), device=device); correct = torch.zeros((), device=device, dtype=torch.long); seen = 0
     for i, (x, y, n) in enumerate(batches):
@@ -441,13 +449,13 @@ TB_SCALARS = dict(train_loss='loss/train', val_loss='loss/validation', train_top
                   images_per_second='images_per_second')   # row of log.jsonl -> TensorBoard tag
 
 def tensorboard_writer(cfg: TrainConfig, run_dir: Path, step: int = 0):
-    "A `SummaryWriter` on `run_dir/tensorboard` when `cfg.tensorboard` (events after optimizer step `step` dropped), else None."
+    "A `SummaryWriter` on `run_dir/tensorboard` when `cfg.tensorboard` (events after `step` dropped), else None."
     if not cfg.tensorboard: return None
     from torch.utils.tensorboard import SummaryWriter
-    return SummaryWriter(str(Path(run_dir) / 'tensorboard'), purge_step=step + 1 if step else None)
+    return SummaryWriter(str(no_link(Path(run_dir) / 'tensorboard', run_dir)), purge_step=step + 1 if step else None)
 
 def log_scalars(writer, row: dict):
-    "One validation (a row of `log.jsonl`) as TensorBoard scalars at its optimizer step, flushed for a live TensorBoard."
+    "One validation (a row of `log.jsonl`) as TensorBoard scalars at its optimizer step, flushed for a live view."
     for key, tag in TB_SCALARS.items(): writer.add_scalar(tag, row[key], row['step'])
     writer.flush()
 
@@ -467,39 +475,69 @@ def _best_checkpoint(model, cfg, epoch, row, data) -> dict:
     return dict(format=CKPT_FORMAT, model=model.state_dict(), config=asdict(cfg), epoch=epoch, val=row,
                 classes=data['classes'], n_train=data['n_train'])
 
+STATE_TYPES = dict(epoch=int, best=float, best_epoch=int, bad_validations=int, train_seconds=float)
+
+def _sound_state(s) -> bool:
+    "Whether `s` is a run's state as `record_validation` saves it: each field a number of its kind."
+    kind = lambda v, t: isinstance(v, (int, float) if t is float else int) and not isinstance(v, bool)
+    return isinstance(s, dict) and all(kind(s.get(k), t) for k, t in STATE_TYPES.items())
+
 # %% ../nbs/02_train.ipynb #sp23
+def _restore(last: Path, cfg: TrainConfig, model: nn.Module, opt, sched) -> dict:
+    "The state `last.pt` holds, with the model, optimizer, scheduler and random generators restored from it."
+    ck = load_checkpoint(last, keys=RESUME_KEYS)
+    _check_same_run(last.parent, ck['config'], cfg)
+    try:
+        if not _sound_state(ck['state']) or ck['state']['epoch'] != ck['epoch']: raise TypeError('its state is damaged')
+        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+        set_rng_state(ck['rng'])
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        why = ' '.join(str(e).split())[:160]
+        raise UserError(f'{last} does not fit this run ({why}): delete it, and the run trains from the start') from None
+    return dict(ck['state'])
+
+def _best_epoch_on_disk(run_dir: Path) -> int | None:
+    "The epoch `best.pt` holds; None when there is none or it cannot be read."
+    try: return load_checkpoint(run_dir / 'best.pt')['epoch']
+    except (FileNotFoundError, CorruptCheckpoint): return None
+
 def resume_run(run_dir: Path, cfg: TrainConfig, model: nn.Module, opt, sched, data: dict) -> dict:
-    "The run's state after its last validation, from `last.pt` (weights, optimizer, scheduler, random generators), or a fresh one."
+    "The run's state after the validation `last.pt` holds, everything restored from it; a fresh state without it."
     state = dict(epoch=0, best=math.inf, best_epoch=0, bad_validations=0, train_seconds=0.0)
     last = run_dir / 'last.pt'
     if last.exists():
-        try:
-            ck = load_checkpoint(last, keys=RESUME_KEYS)
-            _check_same_run(run_dir, ck['config'], cfg)
-            model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-            state = ck['state']; set_rng_state(ck['rng'])
-            state.setdefault('bad_validations', state.pop('bad_epochs', 0))   # a last.pt from before the budget
-        except CorruptCheckpoint as e:
-            warnings.warn(f'{e}: starting the run again from scratch')
-            state['epoch'] = 0
-    rows = [r for r in read_log(run_dir) if r['epoch'] <= state['epoch']]
+        try: state = _restore(last, cfg, model, opt, sched)
+        except CorruptCheckpoint as e: warnings.warn(f'{e}: starting the run again from scratch')
+    rows = read_log(run_dir)
+    if not all(isinstance(r, dict) and type(r.get('epoch')) is int for r in rows):
+        raise UserError(f'{run_dir / "log.jsonl"} has a line that is not a validation: delete the log, and the run '
+                        'finishes from last.pt and best.pt')
+    rows = [r for r in rows if r['epoch'] <= state['epoch']]
     atomic_write(run_dir / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
-    if state['epoch'] and state['best_epoch'] == state['epoch']:
-        # killed between last.pt and best.pt: the best model is the one last.pt holds
-        try: best_epoch = load_checkpoint(run_dir / 'best.pt')['epoch']
-        except (FileNotFoundError, CorruptCheckpoint): best_epoch = None
-        if best_epoch != state['epoch']:
-            atomic_save(_best_checkpoint(model, cfg, state['epoch'], rows[-1], data), run_dir / 'best.pt')
+    if not state['epoch']: return state
+    best_on_disk = _best_epoch_on_disk(run_dir)
+    if state['best_epoch'] == state['epoch'] and best_on_disk != state['epoch']:
+        # best.pt is missing, or ahead of last.pt: the best model is the one last.pt holds
+        row = next((r for r in rows if r['epoch'] == state['epoch']), None)
+        if row is None:
+            raise UserError(f'{run_dir}: log.jsonl has lost the validation of epoch {state["epoch"]}, the best: delete '
+                            f'{last} and {run_dir / "best.pt"}, and the run trains from the start')
+        atomic_save(_best_checkpoint(model, cfg, state['epoch'], row, data), run_dir / 'best.pt')
+    elif best_on_disk != state['best_epoch']:
+        raise UserError(f'{run_dir / "best.pt"} does not hold epoch {state["best_epoch"]}, the best that {last} '
+                        f'records: delete {last}, and the run trains from the start')
     return state
 
 # %% ../nbs/02_train.ipynb #st_12
-def train_one_epoch(model: nn.Module, crit, opt, sched, data: dict, device: torch.device, cfg: TrainConfig, epoch: int, length: dict) -> dict:
-    "Train one epoch of the run: its learning rate, training loss and top-1 error, images and seconds; `TrainingDiverged` on a NaN loss."
+def train_one_epoch(model: nn.Module, crit, opt, sched, data: dict, device: torch.device, cfg: TrainConfig, epoch: int,
+                    length: dict) -> dict:
+    "Train one epoch: its learning rate, training loss and top-1 error, images, seconds; `TrainingDiverged` on a NaN."
     t0 = time.perf_counter()
     data['train'].set_epoch(cfg.seed, epoch)
     lr = opt.param_groups[0]['lr']
-    with tqdm(total=length['steps_per_epoch'] * cfg.batch_size, desc=f'{cfg.model} {cfg.subset_size:g} epoch {epoch}/{length["epochs"]}',
-              unit='img', disable=None if cfg.progress else True, leave=False) as bar:
+    with tqdm(total=length['steps_per_epoch'] * cfg.batch_size, unit='img', leave=False,
+              desc=f'{cfg.model} {cfg.subset_size:g} epoch {epoch}/{length["epochs"]}',
+              disable=None if cfg.progress else True) as bar:
         train_loss, train_err, seen = train_epoch(model, data['train'], opt, sched, crit, device, cfg.bf16, bar)
     if device.type == 'cuda': torch.cuda.synchronize(device)
     if not math.isfinite(train_loss):
@@ -508,20 +546,41 @@ def train_one_epoch(model: nn.Module, crit, opt, sched, data: dict, device: torc
     return dict(lr=lr, train_loss=train_loss, train_top1_error=train_err, seen=seen, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/02_train.ipynb #st_15
-def record_validation(run_dir: Path, cfg: TrainConfig, state: dict, row: dict, model: nn.Module, opt, sched, device: torch.device,
-                      data: dict, writer=None) -> bool:
-    "Log a validation's `row`, then save `last.pt`, and `best.pt` when `row` improved on `select_on`; True when it improved."
+def last_pt_interval() -> float:
+    "Seconds between two writes of `last.pt`: `$MINISWEEP_LAST_PT_SECONDS`, 60 by default; 0: at every validation."
+    value = os.environ.get('MINISWEEP_LAST_PT_SECONDS', '60')
+    try: seconds = float(value)
+    except ValueError: seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise UserError(f'MINISWEEP_LAST_PT_SECONDS={value!r}: give a number of seconds >= 0')
+    return seconds
+
+def last_pt_due(disk: dict, improved: bool, final: bool, keep_last: bool) -> bool:
+    "Whether a validation writes `last.pt`, given what the one on disk holds (`disk`: epoch, best_epoch, time...)."
+    needs_best = improved and disk['best_epoch'] < disk['epoch']     # best.pt holds the best that last.pt records
+    if final: return keep_last or needs_best
+    return needs_best or time.monotonic() - disk['time'] >= disk['interval']
+
+# %% ../nbs/02_train.ipynb #h000
+def record_validation(run_dir: Path, cfg: TrainConfig, state: dict, row: dict, model: nn.Module, opt, sched,
+                      device: torch.device, data: dict, writer=None,
+                      disk: dict | None = None,  # what last.pt on disk holds, and when it was written; None: write it
+                      final: bool = False,       # the last validation of the run, unless patience stops it earlier
+                     ) -> bool:
+    "Log a validation's `row`, save `last.pt` when due, then `best.pt` when `row` improved; True when it improved."
     state['train_seconds'] += row['seconds']
-    score = row[cfg.select_on]
-    improved = score < state['best']
-    if improved: state.update(best=score, best_epoch=row['epoch'], bad_validations=0)
+    improved = row[cfg.select_on] < state['best']
+    if improved: state.update(best=row[cfg.select_on], best_epoch=row['epoch'], bad_validations=0)
     else: state['bad_validations'] += 1
     state['epoch'] = row['epoch']
     _append_log(run_dir, row)
     if writer: log_scalars(writer, row)
-    atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                     state=dict(state), rng=rng_state(device), config=asdict(cfg), epoch=row['epoch'],
-                     classes=data['classes'], n_train=data['n_train']), run_dir / 'last.pt')
+    final = final or bool(cfg.patience and state['bad_validations'] >= cfg.patience)
+    if disk is None or last_pt_due(disk, improved, final, cfg.keep_last):
+        atomic_save(dict(format=CKPT_FORMAT, model=model.state_dict(), optimizer=opt.state_dict(),
+                         scheduler=sched.state_dict(), state=dict(state), rng=rng_state(device), config=asdict(cfg),
+                         epoch=row['epoch'], classes=data['classes'], n_train=data['n_train']), run_dir / 'last.pt')
+        if disk is not None: disk.update(epoch=state['epoch'], best_epoch=state['best_epoch'], time=time.monotonic())
     if improved: atomic_save(_best_checkpoint(model, cfg, row['epoch'], row, data), run_dir / 'best.pt')
     return improved
 
@@ -544,48 +603,80 @@ def clean_train_errors(model: nn.Module, run_dir: Path, cfg: TrainConfig, data: 
     tb = data['train']
     idx = train_eval_indices(tb.cache.labels, tb.indices.cpu().numpy(), seed=cfg.seed)
     model.load_state_dict(load_checkpoint(Path(run_dir) / 'best.pt')['model'])
-    batches = Batches(tb.cache, cfg.image_size, cfg.eval_batch_size, idx, device=tb.device, channels_last=tb.channels_last,
-                      images=tb.images)
+    batches = Batches(tb.cache, cfg.image_size, cfg.eval_batch_size, idx, device=tb.device,
+                      channels_last=tb.channels_last, images=tb.images)
     m = split_metrics(*predict(model, batches, cfg.bf16))
     return dict(train_top1_error=m['top1_error'], train_top5_error=m['top5_error'], train_eval_images=len(idx))
 
 # %% ../nbs/02_train.ipynb #st_18
+def best_row(run_dir: Path, log: list, best_epoch: int) -> dict:
+    "The validation of `best_epoch`: its line of the log, else the one `best.pt` holds; else say what to delete."
+    row = next((r for r in log if r['epoch'] == best_epoch), None)
+    if row is None:
+        try: ck = load_checkpoint(run_dir / 'best.pt')
+        except (FileNotFoundError, CorruptCheckpoint): ck = {}
+        if ck.get('epoch') == best_epoch and isinstance(ck.get('val'), dict): row = ck['val']
+    if row is None:
+        raise UserError(f'{run_dir}: neither log.jsonl nor best.pt holds the validation of epoch {best_epoch}, the '
+                        f'best: delete {run_dir / "last.pt"}, and the run trains from the start')
+    return row
+
 def finish_run(run_dir: Path, cfg: TrainConfig, state: dict, length: dict, data: dict, device: torch.device,
                clean: dict | None = None,   # `clean_train_errors` of best.pt; None: not measured
               ) -> dict:
-    "The run's metrics, from its log and state, written last and atomically to `metrics.json`: the mark of a complete run."
-    log = read_log(run_dir)
-    best = next(r for r in log if r['epoch'] == state['best_epoch'])
+    "The run's metrics, written last and atomically to `metrics.json` (the mark of a complete run); `last.pt` dropped."
+    best = best_row(run_dir, read_log(run_dir), state['best_epoch'])
+    validations = [e for e in validation_epochs(length['epochs'], cfg.max_validations) if e <= state['epoch']]
     metrics = dict(status='done', model=cfg.model, subset_size=cfg.subset_size, seed=cfg.seed, n_train=data['n_train'],
                    num_classes=len(data['classes']), epochs_run=state['epoch'], planned_epochs=length['epochs'],
                    stopped_early=state['epoch'] < length['epochs'], best_epoch=state['best_epoch'],
-                   val_loss=best['val_loss'], val_top1_error=best['val_top1_error'], val_top5_error=best['val_top5_error'],
-                   validations=len(log), train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
+                   val_loss=best['val_loss'], val_top1_error=best['val_top1_error'],
+                   val_top5_error=best['val_top5_error'], validations=len(validations),
+                   train_seconds=state['train_seconds'], lr=cfg.lr, steps=state['epoch'] * length['steps_per_epoch'],
                    steps_factor=cfg.steps_factor, warmup_steps=length['warmup_steps'],
                    **(clean or dict(train_top1_error=None, train_top5_error=None, train_eval_images=0)),
                    device=str(device), precision=precision(device, cfg.bf16), run_dir=str(run_dir), config=asdict(cfg))
     if device.type == 'cuda':            # this job's own peak, whatever else shares the GPU (the device check reads it)
         metrics['max_memory_allocated_mib'] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     atomic_write(run_dir / 'metrics.json', json.dumps(metrics, indent=1))
+    if not cfg.keep_last: no_link(run_dir / 'last.pt', run_dir).unlink(missing_ok=True)
     return metrics
 
 # %% ../nbs/02_train.ipynb #st_21
-def train_run(cfg: TrainConfig) -> dict:
-    "Train (or resume, or skip when complete) the run of `cfg` in `cfg.out_dir`; returns its metrics."
-    cfg.check()
-    if cfg.out_dir and is_complete(Path(cfg.out_dir)):
-        done = json.loads((Path(cfg.out_dir) / 'metrics.json').read_text())
-        _check_same_run(Path(cfg.out_dir), done.get('config', {}), cfg)
-        return done
-    splits = open_splits(cfg)                # a batch larger than the subset fails here: no folder made, nothing decoded
-    run_dir = check_writable(Path(cfg.out_dir or tempfile.mkdtemp(prefix='minisweep-run-')))
-    for stale in run_dir.glob('.*.tmp'): stale.unlink(missing_ok=True)   # left by a process killed while writing
-    device = resolve_device(cfg.device)
+def _finished(run_dir: Path, cfg: TrainConfig) -> dict:
+    "The metrics of the complete run in `run_dir`, checked to be this run's."
+    done = json.loads((run_dir / 'metrics.json').read_text())
+    if not isinstance(done.get('config'), dict):
+        raise UserError(f'{run_dir / "metrics.json"} holds no config: delete it, and the run finishes from its records')
+    _check_same_run(run_dir, done['config'], cfg)
+    return done
+
+def _set_up(device: torch.device, cfg: TrainConfig):
+    "Threads on a CPU; cuDNN autotuning, TF32 and the current device on a GPU."
     if device.type == 'cpu': torch.set_num_threads(cfg.num_threads or len(os.sched_getaffinity(0)))
     else:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         if device.index is not None: torch.cuda.set_device(device)
+
+def _drop_stale(run_dir: Path):
+    "Remove the temporary files a process killed while writing left in `run_dir`; a link there is refused."
+    for stale in run_dir.glob('.*.tmp'):
+        try:
+            if stat.S_ISREG(no_link(stale, run_dir).lstat().st_mode): stale.unlink()
+        except FileNotFoundError: pass
+
+# %% ../nbs/02_train.ipynb #h001
+def train_run(cfg: TrainConfig) -> dict:
+    "Train (or resume, or skip when complete) the run of `cfg` in `cfg.out_dir`; returns its metrics."
+    cfg.check(); interval = last_pt_interval()
+    if cfg.out_dir: no_link(Path(cfg.out_dir))
+    if cfg.out_dir and is_complete(Path(cfg.out_dir)): return _finished(Path(cfg.out_dir), cfg)
+    splits = open_splits(cfg)                # a batch larger than the subset fails here, before any folder or decoding
+    run_dir = check_writable(Path(cfg.out_dir or tempfile.mkdtemp(prefix='minisweep-run-')))
+    _drop_stale(run_dir)
+    device = resolve_device(cfg.device)
+    _set_up(device, cfg)
     cfg = replace(cfg, channels_last=run_format(cfg, device, run_dir))   # auto, once: the run's own format or measured
     _seed_everything(cfg.seed)
     data = prepare_data(cfg, device, splits)
@@ -595,6 +686,7 @@ def train_run(cfg: TrainConfig) -> dict:
     opt, sched = make_optimizer(model, cfg, length['total_steps'], length['warmup_steps'], device)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     state = resume_run(run_dir, cfg, model, opt, sched, data)
+    disk = dict(epoch=state['epoch'], best_epoch=state['best_epoch'], time=time.monotonic(), interval=interval)
 
     step_model = compile_model(model) if cfg.compile else model
     writer = tensorboard_writer(cfg, run_dir, state['epoch'] * length['steps_per_epoch'])
@@ -614,7 +706,8 @@ def train_run(cfg: TrainConfig) -> dict:
                    val_top5_error=val['top5_error'], seconds=since['seconds'] + t_end - t0, val_seconds=t_end - t_val,
                    images_per_second=since['seen'] / since['train_seconds'])
         since = dict(seconds=0.0, train_seconds=0.0, seen=0)
-        record_validation(run_dir, cfg, state, row, model, opt, sched, device, data, writer)
+        record_validation(run_dir, cfg, state, row, model, opt, sched, device, data, writer, disk,
+                          final=epoch == length['epochs'])
         if cfg.patience and state['bad_validations'] >= cfg.patience: break
 
     if writer: writer.close()
@@ -627,20 +720,25 @@ def _clean_sentence(m: dict) -> str:
             f"{m['train_top1_error']:.3f}, top-5 {m['train_top5_error']:.3f}.")
 
 def run_summary(metrics: dict) -> str:
-    "The head of a run's report, in Markdown: what was trained and how, its best epoch and validation errors next to chance."
+    "The head of a run's report, in Markdown: what was trained and how, its best epoch, validation errors and chance."
     cfg, n_cls, secs = TrainConfig.from_dict(metrics['config']), metrics['num_classes'], metrics['train_seconds']
     chance = [1 - min(k, n_cls) / n_cls for k in (1, 5)]
-    ran = f"{metrics['epochs_run']}" + (f" (stopped early; {metrics['planned_epochs']} planned)" if metrics['stopped_early'] else '')
+    ran = f"{metrics['epochs_run']}"
+    if metrics['stopped_early']: ran += f" (stopped early; {metrics['planned_epochs']} planned)"
     took = f'{secs / 60:.1f} minutes' if secs >= 120 else f'{secs:.1f} s'
-    settings = {'dataset': f'`{cfg.dataset or "sample"}`', 'image size': cfg.image_size, 'epochs': metrics['planned_epochs'],
-                'batch size': cfg.batch_size, 'peak lr': f"{metrics['lr']:g}", 'weight decay': f'{cfg.weight_decay:g}',
-                'label smoothing': f'{cfg.label_smoothing:g}',
-                'warm-up': f'{cfg.warmup_fraction:g}', 'min steps': cfg.min_steps, 'validations': metrics['validations'],
-                'patience': cfg.patience, 'device': f"{metrics['device']} ({metrics['precision']})"}
+    settings = {'dataset': f'`{cfg.dataset or "sample"}`', 'image size': cfg.image_size,
+                'epochs': metrics['planned_epochs'], 'batch size': cfg.batch_size, 'peak lr': f"{metrics['lr']:g}",
+                'weight decay': f'{cfg.weight_decay:g}', 'label smoothing': f'{cfg.label_smoothing:g}',
+                'warm-up': f'{cfg.warmup_fraction:g}', 'min steps': cfg.min_steps,
+                'validations': metrics['validations'], 'patience': cfg.patience,
+                'device': f"{metrics['device']} ({metrics['precision']})"}
     return '\n'.join([
-        f"## {cfg.model}, subset {cfg.subset_size:g} ({metrics['n_train']:,} images, {n_cls} classes), seed {cfg.seed}", '',
+        f"## {cfg.model}, subset {cfg.subset_size:g} ({metrics['n_train']:,} images, {n_cls} classes), "
+        f"seed {cfg.seed}", '',
         f"Best epoch **{metrics['best_epoch']}** of {ran}, chosen on `{cfg.select_on}`: validation top-1 error "
-        f"**{metrics['val_top1_error']:.3f}**, top-5 error **{metrics['val_top5_error']:.3f}** (chance: {chance[0]:.3f} and "
-        f"{chance[1]:.3f}); {took} of training and validation." + _clean_sentence(metrics), '',
-        '| ' + ' | '.join(settings) + ' |', '|' + '---|' * len(settings), '| ' + ' | '.join(map(str, settings.values())) + ' |', '',
-        f"Files: `{metrics['run_dir']}`. Test errors come from evaluation, after the run (a sweep's `results.csv` and report)."])
+        f"**{metrics['val_top1_error']:.3f}**, top-5 error **{metrics['val_top5_error']:.3f}** (chance: "
+        f"{chance[0]:.3f} and {chance[1]:.3f}); {took} of training and validation." + _clean_sentence(metrics), '',
+        '| ' + ' | '.join(settings) + ' |', '|' + '---|' * len(settings),
+        '| ' + ' | '.join(map(str, settings.values())) + ' |', '',
+        f"Files: `{metrics['run_dir']}`. Test errors come from evaluation, after the run (a sweep's `results.csv` "
+        "and report)."])
