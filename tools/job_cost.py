@@ -2,9 +2,8 @@
 (the shipped sample, 1 epoch, batch 32, 64 px, CPU) whose training is a small share of the time. Prints where the
 seconds went, from papermill's own cell timings, and the dearest cells.
 
-    python tools/job_cost.py [REPEATS] [--compare]   # --compare: also papermill's command line as execute_job ran it
-                                                      # before (a write per cell start and end, graceful shutdown), in turns
-    python tools/job_cost.py --demo [OUT]            # `minisweep demo`: wall time, training time, efficiency
+    python tools/job_cost.py [REPEATS] [--notebook NB]  # NB: another training notebook to execute as the job
+    python tools/job_cost.py --demo [OUT]               # `minisweep demo`: wall time, training time, efficiency
 
 The fixed cost of a job is its whole time less its training and validation (`train_seconds` of its metrics.json)."""
 import json, os, shutil, subprocess, sys, tempfile, time
@@ -12,7 +11,6 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from minisweep.core import atomic_write
 from minisweep.jobs import execute_job, train_notebook
 from minisweep.sweep import Sweep
 
@@ -20,23 +18,10 @@ from minisweep.sweep import Sweep
 def when(s: str) -> float: return datetime.fromisoformat(s.replace('Z', '+00:00')).timestamp()
 
 
-def execute_cli(notebook: Path, out_nb: Path, params: dict) -> tuple:
-    "The job as `execute_job` ran it before: papermill's command line (a write per cell start and end, graceful shutdown)."
-    out_nb.parent.mkdir(parents=True, exist_ok=True)
-    work = tempfile.mkdtemp(prefix='minisweep-job-')
-    pfile = Path(work) / 'params.json'; atomic_write(pfile, json.dumps({**params, 'checks': False}))
-    cmd = [sys.executable, '-m', 'papermill', str(notebook), str(out_nb), '-f', str(pfile), '--no-progress-bar',
-           '--log-level', 'ERROR', '--cwd', work, '-k', 'python3']
-    t0 = time.perf_counter()
-    try: p = subprocess.run(cmd, cwd=work, env={**os.environ, 'PYTHONSAFEPATH': '1'}, capture_output=True, text=True)
-    finally: shutil.rmtree(work, ignore_errors=True)
-    return p.returncode == 0, p.stderr[-500:] or None, time.perf_counter() - t0
-
-
-def one(params: dict, run=execute_job) -> tuple:
+def one(params: dict, notebook: Path) -> tuple:
     nb_path = Path(params['out_dir']) / 'train.ipynb'
     t0 = time.time()
-    ok, err, secs = run(train_notebook(), nb_path, params)
+    ok, err, secs = execute_job(notebook, nb_path, params)
     assert ok, err
     nb = json.loads(nb_path.read_text())
     cells = [c for c in nb['cells'] if c['cell_type'] == 'code']
@@ -49,7 +34,8 @@ def one(params: dict, run=execute_job) -> tuple:
     row = dict(total=secs, fixed=secs - m['train_seconds'], kernel_start=first - t0, cells_before_job=before,
                job_cell=job_end - job_start, training=m['train_seconds'],
                to_first_step=(first - t0) + before + (job_end - job_start - m['train_seconds']),
-               cells_after_job=end - job_end, after_notebook=t0 + secs - end, notebook_kb=nb_path.stat().st_size / 1024)
+               cells_after_job=end - job_end, after_notebook=t0 + secs - end,
+               notebook_kb=nb_path.stat().st_size / 1024)
     dear = sorted(((c['metadata']['papermill'].get('duration') or 0, ''.join(c['source'])[:70].replace('\n', ' | '))
                    for c in cells), reverse=True)[:6]
     return row, dear
@@ -59,13 +45,14 @@ def demo(out: Path) -> int:
     "`minisweep demo` into `out`: its wall time, the training and validation time of its runs, their ratio."
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, '-m', 'minisweep', 'demo', '--out', str(out), '--figures', str(out / 'figures')],
-                       capture_output=True, text=True)
+    p = subprocess.run([sys.executable, '-m', 'minisweep', 'demo', '--out', str(out), '--figures',
+                        str(out / 'figures')], capture_output=True, text=True)
     wall = time.perf_counter() - t
     print(p.stdout[-1500:], p.stderr[-1500:] if p.returncode else '')
     train = [json.loads(f.read_text())['train_seconds'] for f in out.glob('**/metrics.json')]
-    print(f'demo: exit {p.returncode}, wall {wall:.1f} s, {len(train)} runs training and validating {sum(train):.1f} s, '
-          f'efficiency {sum(train) / wall:.2f}; fixed cost {(wall - sum(train)) / max(1, len(train)):.1f} s a run '
+    print(f'demo: exit {p.returncode}, wall {wall:.1f} s, {len(train)} runs training and validating '
+          f'{sum(train):.1f} s, efficiency {sum(train) / wall:.2f}; '
+          f'fixed cost {(wall - sum(train)) / max(1, len(train)):.1f} s a run '
           '(the curves report and the sweep\'s own work included)')
     return p.returncode
 
@@ -78,21 +65,18 @@ if __name__ == '__main__':
         if '--demo' in args:
             rest = [a for a in args if a != '--demo']
             sys.exit(demo(Path(rest[0]) if rest else root / 'demo'))
-        compare = '--compare' in args
+        notebook = Path(args[args.index('--notebook') + 1]) if '--notebook' in args else train_notebook()
         repeats = int(next((a for a in args if a.isdigit()), 3))
         sw = Sweep(['resnet18'], [0.5], [0], out=str(root / 's'),
                    train=dict(dataset='', image_size=64, num_epochs=1, batch_size=32, device='cpu')).check()
-        ways = dict(now=execute_job, **({'papermill_cli': execute_cli} if compare else {}))
-        rows, dear = {k: [] for k in ways}, {}
-        for r in range(repeats + 1):                  # the first round warms the decode cache and the file cache
-            for k, run in ways.items():               # in turns, so that other load hits every way alike
-                shutil.rmtree(root / 's', ignore_errors=True)
-                row, dear[k] = one(asdict(sw.config('resnet18', 0.5, 0)), run)
-                if r: rows[k].append(row)
+        rows = []
+        for r in range(repeats + 1):                  # the first job warms the decode cache and the file cache
+            shutil.rmtree(root / 's', ignore_errors=True)
+            row, dear = one(asdict(sw.config('resnet18', 0.5, 0)), notebook)
+            if r: rows.append(row)
         import pandas as pd
-        for k in ways:
-            df = pd.DataFrame(rows[k])
-            print(f'\n{k}:\n' + df.round(2).to_string())
-            print('median:', df.median().round(2).to_dict())
-            print('dearest cells of the last job:', '; '.join(f'{d:.2f}s {s}' for d, s in dear[k]))
+        df = pd.DataFrame(rows)
+        print(f'{notebook}:\n' + df.round(2).to_string())
+        print('median:', df.median().round(2).to_dict())
+        print('dearest cells of the last job:', '; '.join(f'{d:.2f}s {s}' for d, s in dear))
     finally: shutil.rmtree(root, ignore_errors=True)
