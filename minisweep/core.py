@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #k02
 from __future__ import annotations
-import json, os, tempfile
+import json, math, numbers, os, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'RUN_FILES', 'RESULTS_FORMAT', 'LR_COLUMNS', 'CONTEXT_COLUMNS',
-           'BUDGET_COLUMNS', 'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'RULES', 'UserError', 'check_fraction',
-           'file_mode', 'atomic_write', 'check_writable', 'n_workers', 'no_link', 'subset_folder', 'lr_folder',
-           'run_key', 'is_complete', 'read_log', 'select_learning_rates', 'setting_problem', 'Settings']
+__all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'RUN_FILES', 'KINDS', 'METRICS_FIELDS', 'RESULTS_FORMAT', 'LR_COLUMNS',
+           'CONTEXT_COLUMNS', 'BUDGET_COLUMNS', 'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'SEED_MAX', 'RULES',
+           'UserError', 'check_fraction', 'file_mode', 'atomic_write', 'check_writable', 'n_workers', 'no_link',
+           'subset_folder', 'lr_folder', 'run_key', 'is_complete', 'read_log', 'kind_problem', 'check_record',
+           'read_record', 'select_learning_rates', 'setting_problem', 'Settings']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -123,6 +124,52 @@ def read_log(run_dir: Path) -> list:
             raise UserError(f'{path}: line {i} is not JSON ({e.msg}): the log is damaged') from None
     return rows
 
+# %% ../nbs/00_core.ipynb #rc_02
+def _whole(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+def _real(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+KINDS = {   # kind of a field: (test of a value, its name in a message)
+    int: (_whole, 'a whole number'),
+    float: (_real, 'a finite number'), str: (lambda v: isinstance(v, str), 'a text'),
+    bool: (lambda v: isinstance(v, bool), 'true or false'), dict: (lambda v: isinstance(v, dict), 'a record'),
+    list: (lambda v: isinstance(v, list), 'a list'), None: (lambda v: v is None, 'null')}
+_FIELD_KINDS = dict(int=int, float=float, str=str, bool=bool)   # a dataclass field's annotation, as its kind
+
+def kind_problem(value, kind) -> str | None:
+    "What is wrong with `value` for `kind` (a type of `KINDS`, or a tuple of them), or None when it is of that kind."
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if any(KINDS[k][0](value) for k in kinds): return None
+    shown = repr(value) if len(repr(value)) <= 40 else f'{repr(value)[:40]}...'
+    return f'must be {" or ".join(KINDS[k][1] for k in kinds)}, got {shown}'
+
+def check_record(record,             # what was read: a dict, when sound
+                 required: dict,     # {field: kind}: the fields the reader needs (see `KINDS`)
+                 source: str,        # what the record is, for the message: usually its path
+                 fix: str = '',      # what to do about a damaged one, appended to the message
+                ) -> dict:
+    "`record`, or a one-line `UserError` naming `source` and its first missing or ill-typed field."
+    end = f': {fix}' if fix else ''
+    if not isinstance(record, dict):
+        raise UserError(f'{source} is not a minisweep record ({type(record).__name__}){end}')
+    for name, kind in required.items():
+        if name not in record: raise UserError(f"{source} has no field {name!r}: it is damaged or not minisweep's{end}")
+        if problem := kind_problem(record[name], kind): raise UserError(f'{source}: {name} {problem}{end}')
+    return record
+
+def read_record(path: Path, required: dict, fix: str = '') -> dict:
+    "The JSON object in `path`, checked by `check_record`; an unreadable file is a one-line `UserError`."
+    path = Path(path)
+    end = f': {fix}' if fix else ''
+    try: record = json.loads(path.read_text())
+    except OSError as e: raise UserError(f'cannot read {path}: {e.strerror or e}{end}') from None
+    except ValueError as e: raise UserError(f'{path} is not JSON ({e}){end}') from None
+    return check_record(record, required, str(path), fix)
+
+METRICS_FIELDS = dict(   # what a finished run's metrics.json holds that evaluation and the sweep read
+    status=str, model=str, subset_size=float, seed=int, config=dict, n_train=int, num_classes=int, best_epoch=int,
+    epochs_run=int, validations=int, lr=float, val_top1_error=float, val_top5_error=float, val_loss=float,
+    train_seconds=float, train_top1_error=(float, None), train_top5_error=(float, None))
+
 # %% ../nbs/00_core.ipynb #ly_14
 RESULTS_FORMAT = 'minisweep.results/1'
 # added with the learning rate as an axis of the grid: results files written before it have none of them
@@ -156,26 +203,29 @@ def select_learning_rates(
     return selected
 
 # %% ../nbs/00_core.ipynb #st_02
-import importlib.util, math, numbers
+import importlib.util
 from dataclasses import asdict, dataclass, fields
 
 SELECT_ON = ('val_top5_error', 'val_top1_error', 'val_loss')   # the metrics a run can pick its best checkpoint on
 CHOICES = dict(select_on=SELECT_ON, channels_last=('auto', 'true', 'false'))   # settings that take one of a few names
 
-def _whole(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
 # %% ../nbs/00_core.ipynb #sp02
-def _number(v) -> bool: return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+SEED_MAX = 2**32 - 1    # numpy's seeds are 32-bit
 
 RULES = {   # setting: (test of a value, what a good value is); a setting not named here takes any value of its type
-    **dict.fromkeys(('image_size', 'num_epochs', 'batch_size', 'eval_batch_size', 'steps_factor'), (lambda v: _whole(v) and v >= 1, 'must be at least 1')),
-    **dict.fromkeys(('seed', 'min_steps', 'patience', 'max_validations', 'num_threads'), (lambda v: _whole(v) and v >= 0, 'must be a whole number >= 0')),
-    **dict.fromkeys(('learning_rate', 'weight_decay'), (lambda v: _number(v) and v >= 0, 'must be a number >= 0')),
-    **dict.fromkeys(('momentum', 'label_smoothing', 'validation_fraction'), (lambda v: _number(v) and 0 <= v < 1, 'must be in [0, 1)')),
-    'crop_pct': (lambda v: _number(v) and 0 < v <= 1, 'must be in (0, 1]'),
-    'warmup_fraction': (lambda v: _number(v) and 0 <= v <= 0.5, 'must be in [0, 0.5]'),
+    **dict.fromkeys(('image_size', 'num_epochs', 'batch_size', 'eval_batch_size', 'steps_factor'),
+                    (lambda v: _whole(v) and v >= 1, 'must be at least 1')),
+    **dict.fromkeys(('min_steps', 'patience', 'max_validations', 'num_threads'),
+                    (lambda v: _whole(v) and v >= 0, 'must be a whole number >= 0')),
+    'seed': (lambda v: _whole(v) and 0 <= v <= SEED_MAX, f'must be a whole number in [0, 2**32 - 1 = {SEED_MAX}]'),
+    **dict.fromkeys(('learning_rate', 'weight_decay'), (lambda v: _real(v) and v >= 0, 'must be a number >= 0')),
+    **dict.fromkeys(('momentum', 'label_smoothing', 'validation_fraction'),
+                    (lambda v: _real(v) and 0 <= v < 1, 'must be in [0, 1)')),
+    'crop_pct': (lambda v: _real(v) and 0 < v <= 1, 'must be in (0, 1]'),
+    'warmup_fraction': (lambda v: _real(v) and 0 <= v <= 0.5, 'must be in [0, 0.5]'),
     **{k: (lambda v, names=names: v in names, f'must be one of {", ".join(names)}') for k, names in CHOICES.items()},
-    **dict.fromkeys(('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'), (lambda v: isinstance(v, str) and v != '', 'must be a name')),
+    **dict.fromkeys(('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'),
+                    (lambda v: isinstance(v, str) and v != '', 'must be a name')),
 }
 
 # %% ../nbs/00_core.ipynb #sp03
@@ -187,30 +237,30 @@ def setting_problem(name: str, value) -> str | None:
 # %% ../nbs/00_core.ipynb #st_05
 @dataclass
 class Settings:
-    "Every setting of one training run, documented field by field: the command line's training flags and the training job's parameters."
+    "Every setting of one training run, field by field: the command line's training flags and the job's parameters."
     model: str = 'resnet18'                # architecture: alexnet or resnet18
     subset_size: float = 1.0               # fraction of each training class to train on, in (0, 1]
     seed: int = 0                          # seed of the subset, the initialisation and the batch order
-    dataset: str = ''                      # Hub id, or a local folder (parquet shards, an ImageFolder, save_to_disk output); 'sample' or empty: the sample shipped with minisweep
+    dataset: str = ''                      # Hub id or folder (parquet, ImageFolder, save_to_disk); '' or 'sample': ours
     train_split: str = 'train'             # the dataset's name of its training split
     validation_split: str = 'validation'   # the dataset's name of its validation split
     test_split: str = 'test'               # the dataset's name of its test split (evaluation reads it)
     image_column: str = 'image'            # the column of the images
     label_column: str = 'label'            # the column of the labels (a ClassLabel)
-    validation_fraction: float = 0.0       # > 0: the dataset has no validation split; hold out this share of each training class instead, the same for every run
+    validation_fraction: float = 0.0       # > 0: no validation split; hold out this share of each training class
     image_size: int = 227                  # side of the square crop the model sees, in pixels
     num_epochs: int = 90                   # epochs over the subset
-    min_steps: int = 0                     # at least this many optimizer steps: small subsets get more epochs instead of fewer updates; 0: off
-    steps_factor: int = 1                  # multiplies num_epochs and min_steps; 2: a twin at twice the steps (sweep --budget-check)
-    learning_rate: float = 0.0             # peak learning rate; 0: the model's default, scaled linearly with batch_size / 128
+    min_steps: int = 0                     # at least this many optimizer steps (small subsets get more epochs); 0: off
+    steps_factor: int = 1                  # multiplies num_epochs and min_steps; 2: a twin at twice the steps
+    learning_rate: float = 0.0             # peak learning rate; 0: the model's default, scaled with batch_size / 128
     batch_size: int = 128                  # images per optimizer step
     momentum: float = 0.9                  # SGD momentum (Nesterov)
     weight_decay: float = 5e-4             # L2 penalty on weights; never on BatchNorm parameters and biases
-    warmup_fraction: float = 0.05          # share of the run's steps in linear warm-up before the cosine decay, in [0, 0.5]
+    warmup_fraction: float = 0.05          # share of the steps in linear warm-up before the cosine decay, in [0, 0.5]
     label_smoothing: float = 0.1           # label smoothing of the training loss
-    select_on: str = 'val_top5_error'      # metric that picks best.pt: val_top5_error, val_top1_error or val_loss (the seed's)
-    patience: int = 0                      # stop after this many validations without improvement of select_on; 0: never (the seed used 5 epochs)
-    max_validations: int = 20              # validate at most this many times, evenly spaced, always after the last epoch; 0: every epoch
+    select_on: str = 'val_top5_error'      # metric that picks best.pt: val_top5_error, val_top1_error or val_loss
+    patience: int = 0                      # stop after this many validations without improvement; 0: never
+    max_validations: int = 20              # at most this many validations, evenly spaced, the last epoch's too; 0: all
     crop_pct: float = 0.875                # crop side / stored side: images are stored at image_size / crop_pct
     device: str = 'auto'                   # auto, cpu, cuda or cuda:N
     bf16: bool = True                      # bf16 autocast (CUDA, or a CPU with bf16 units); off: float32
@@ -220,38 +270,45 @@ class Settings:
     eval_batch_size: int = 256             # images per evaluation batch
     num_threads: int = 0                   # CPU threads for torch; 0: every core
     progress: bool = True                  # progress bar per epoch, when stderr is a terminal
-    tensorboard: bool = False              # TensorBoard scalars at each validation, in <out_dir>/tensorboard (pip install 'minisweep[tensorboard]')
-    keep_last: bool = False                # keep last.pt after the run finishes (it can then be extended with more epochs)
+    tensorboard: bool = False              # TensorBoard scalars at each validation, in <out_dir>/tensorboard
+    keep_last: bool = False                # keep last.pt after the run finishes (it can then get more epochs)
     out_dir: str = ''                      # the run directory; empty: a new temporary folder
 
     # knobs that change neither the numbers nor the meaning of a run: a run may resume under other values of these
-    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile', 'tensorboard', 'keep_last')
+    RUNTIME = ('device', 'progress', 'out_dir', 'num_threads', 'cache_on_device', 'eval_batch_size', 'compile',
+               'tensorboard', 'keep_last')
 
     @classmethod
-    def from_dict(cls, d: dict):
-        "A config from a dict (a saved one), ignoring unknown keys."
-        names = {f.name for f in fields(cls)}
-        d = {'max_validations': 0, **d}       # a config saved before the validation budget existed validated every epoch
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict, source: str = 'a saved config'):
+        "The config saved as `d` (unknown keys ignored), or a one-line `UserError` naming a missing or bad field."
+        d = check_record(d, {}, source)
+        if missing := [f.name for f in fields(cls) if f.name not in d and f.name not in cls.RUNTIME]:
+            raise UserError(f'{source} was written by an older minisweep (no field {missing[0]}): '
+                            'train the run again, or use that version')
+        kinds = {f.name: _FIELD_KINDS.get(f.type, f.type) for f in fields(cls) if f.name in d}
+        for name, value in check_record(d, kinds, source).items():
+            if name in kinds and (problem := setting_problem(name, value)):
+                raise UserError(f'{source}: {name} {problem}, got {value!r}')
+        return cls(**{k: d[k] for k in kinds})
 
     def check(self):
-        "Raise a one-line `UserError` for any value that cannot work on its own: each field's rule, the fraction, TensorBoard."
+        "A one-line `UserError` for any value that cannot work on its own: a field's rule, the fraction, TensorBoard."
         check_fraction(self.subset_size)
         for name, value in asdict(self).items():
             if problem := setting_problem(name, value): raise UserError(f'{name} {problem}, got {value!r}')
         if self.tensorboard and importlib.util.find_spec('tensorboard') is None:
-            raise UserError("tensorboard is not installed: pip install 'minisweep[tensorboard]' (or pip install tensorboard), or drop --tensorboard")
+            raise UserError("tensorboard is not installed: pip install 'minisweep[tensorboard]', or drop --tensorboard")
         return self
 
     def identity(self) -> dict:
-        "The fields that define the run's results (everything except the runtime knobs)."
+        "The fields that define the run's results: all but the runtime knobs, and those that hold their plain value."
         ident = {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
         epochs = self.num_epochs * self.steps_factor
         if not self.min_steps and (self.max_validations == 0 or self.max_validations >= epochs):
-            del ident['max_validations']      # every epoch validated: the same run as before the budget existed
+            del ident['max_validations']      # every epoch validated, whatever the budget says
         for k, v in LAYOUT.items():
-            if ident[k] == v: del ident[k]    # the default layout: the same run as before the layout could be named
-        if self.steps_factor == 1: del ident['steps_factor']   # a run of the grid: the same run as before twins existed
+            if ident[k] == v: del ident[k]    # the default layout
+        if self.steps_factor == 1: del ident['steps_factor']   # a run of the grid, not a twin
         return ident
 
     def layout(self) -> dict:
