@@ -13,16 +13,17 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .core import (RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write, is_complete, read_log,
-                            select_learning_rates)
+from .core import (METRICS_FIELDS, RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write,
+                            check_record, is_complete, no_link, read_record, select_learning_rates)
 from .data import SPLITS, Batches, ImageCache, decoded_split, load_splits, sample_dataset, stored_size
 from .models import create_model, default_lr
 from .train import (CorruptCheckpoint, TrainConfig, load_checkpoint, predict, resolve_device, saved_format,
                              split_metrics)
 
 # %% auto #0
-__all__ = ['EVAL_FORMAT', 'Evaluation', 'confusion_matrix', 'evaluate_checkpoint', 'find_runs', 'run_evaluation', 'evaluate_runs',
-           'class_table', 'evaluated_images', 'show_class_images', 'plot_confusion']
+__all__ = ['EVAL_FORMAT', 'EVAL_FIELDS', 'CHECKPOINT_FIELDS', 'Evaluation', 'confusion_matrix', 'evaluate_checkpoint',
+           'read_checkpoint', 'read_metrics', 'find_runs', 'run_evaluation', 'evaluate_runs', 'class_table',
+           'evaluated_images', 'show_class_images', 'plot_confusion']
 
 # %% ../nbs/03_eval.ipynb #c008
 EVAL_FORMAT = 'minisweep.evaluation/1'
@@ -63,8 +64,12 @@ class Evaluation:
                       'predictions': np.array(d['predictions'], dtype=np.int64)})
 
     def __repr__(self):
-        return (f'Evaluation({self.model}, epoch {self.epoch}, {self.split}: {self.n} images, top-1 error {self.top1_error:.4f}, '
-                f'top-5 error {self.top5_error:.4f}, loss {self.loss:.4f})')
+        return (f'Evaluation({self.model}, epoch {self.epoch}, {self.split}: {self.n} images, '
+                f'top-1 error {self.top1_error:.4f}, top-5 error {self.top5_error:.4f}, loss {self.loss:.4f})')
+
+EVAL_FIELDS = dict(model=str, split=str, dataset=str, epoch=int, n=int, loss=float, top1_error=float, top5_error=float,
+                   per_class_accuracy=list, confusion=list, predictions=list, classes=list, image_size=int,
+                   stored_size=int, images_per_second=float, device=str, layout=dict)   # what `to_dict` writes
 
 # %% ../nbs/03_eval.ipynb #sp01
 def confusion_matrix(y: torch.Tensor,     # true labels
@@ -87,24 +92,19 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
     if path.is_dir(): path = path / 'best.pt'
     if split not in SPLITS: raise UserError(f'unknown split {split!r}: choose one of {", ".join(SPLITS)}')
     if not path.is_file(): raise UserError(f'checkpoint {path} not found')
-    try: ck = load_checkpoint(path)
-    except CorruptCheckpoint as e:
-        fix = (f': to recover, delete the run folder {path.parent} and train that run again (rerunning its sweep does)'
-               if path.name == 'best.pt' and is_complete(path.parent) else '')
-        raise UserError(f'{e}{fix}') from None
-    cfg = TrainConfig.from_dict(ck['config'])
+    ck, cfg = read_checkpoint(path)
     dataset = cfg.dataset if dataset is None else str(dataset)
     data = load_splits(dataset or sample_dataset(), (split,), **cfg.layout())[split]
     if list(data.classes) != list(ck['classes']):
         raise UserError(f'{path} was trained on {len(ck["classes"])} classes, which are not the {len(data.classes)} '
                         f'classes of {dataset or "the shipped sample"}')
     dev = resolve_device(device)
+    model = create_model(cfg.model, len(data.classes), cfg.image_size)
+    _load_weights(model, ck['model'], path)
     size = stored_size(cfg.image_size, cfg.crop_pct)
     cache = decoded_split(data, size, progress=progress)
     fmt = saved_format(ck['config'], dev)                # the memory format the run trained in
     channels_last = fmt == 'true' or (fmt is None and dev.type == 'cuda')
-    model = create_model(cfg.model, len(data.classes), cfg.image_size)
-    model.load_state_dict(ck['model'])
     model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     batches = Batches(cache, cfg.image_size, batch_size, device=dev, channels_last=channels_last)
     t0 = time.perf_counter()
@@ -116,11 +116,48 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
     m = split_metrics(logits, y)
     rows = confusion.sum(1)
     per_class = np.divide(np.diag(confusion), rows, out=np.full(C, np.nan), where=rows > 0)
-    return Evaluation(model=cfg.model, split=split, dataset=dataset, epoch=int(ck['epoch']), n=len(y), loss=m['loss'],
+    return Evaluation(model=cfg.model, split=split, dataset=dataset, epoch=ck['epoch'], n=len(y), loss=m['loss'],
                       top1_error=m['top1_error'], top5_error=m['top5_error'], per_class_accuracy=per_class,
                       confusion=confusion, predictions=pred.cpu().numpy(), classes=list(data.classes),
                       image_size=cfg.image_size, stored_size=size, images_per_second=len(y) / seconds, device=str(dev),
                       layout=cfg.layout())
+
+# %% ../nbs/03_eval.ipynb #rd01
+CHECKPOINT_FIELDS = dict(format=str, model=dict, config=dict, epoch=int, classes=list)
+
+def _recover(run_dir: Path) -> str:
+    return f'to recover, delete the run folder {run_dir} and train that run again (rerunning its sweep does)'
+
+def read_checkpoint(path: Path) -> tuple:
+    "(checkpoint, its `TrainConfig`) of `path`, every field checked; else one line: what is wrong, what to do."
+    path = Path(path)
+    fix = _recover(path.parent) if path.name == 'best.pt' and is_complete(path.parent) else ''
+    try:
+        ck = check_record(load_checkpoint(path), CHECKPOINT_FIELDS, str(path))
+        if not all(isinstance(c, str) for c in ck['classes']): raise UserError(f'{path}: its classes are not names')
+        return ck, TrainConfig.from_dict(ck['config'], f'{path} (its config)')
+    except CorruptCheckpoint as e: raise UserError(f'{e}: {fix}' if fix else str(e)) from None
+    except UserError as e: raise UserError(f'{e}: {fix}' if fix else str(e)) from None
+
+def _load_weights(model: torch.nn.Module, state: dict, path: Path):
+    "Load `state` into `model`, or one line naming `path` and the first tensor that does not fit."
+    try: model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
+        why = lines[1] if len(lines) > 1 else lines[0]
+        fix = _recover(path.parent) if path.name == 'best.pt' and is_complete(path.parent) else ''
+        raise UserError(f'{path}: its weights do not fit the model ({why[:200]})' + (f': {fix}' if fix else '')
+                        ) from None
+
+def read_metrics(run_dir: Path) -> tuple:
+    "(metrics, `TrainConfig`) of a finished run, every field checked (`METRICS_FIELDS`); else one line: what to do."
+    path, fix = Path(run_dir) / 'metrics.json', _recover(run_dir)
+    m = read_record(path, METRICS_FIELDS, fix)
+    try: cfg = TrainConfig.from_dict(m['config'], f'{path} (its config)')
+    except UserError as e: raise UserError(f'{e}: {fix}') from None
+    if (m['model'], m['seed'], m['subset_size']) != (cfg.model, cfg.seed, cfg.subset_size):
+        raise UserError(f'{path}: its model, seed and subset size disagree with its config: {fix}')
+    return m, cfg
 
 # %% ../nbs/03_eval.ipynb #c012
 def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one run folder
@@ -143,56 +180,58 @@ def find_runs(root,  # a sweep folder, a seed-project checkpoint folder, or one 
     return sorted(runs)
 
 # %% ../nbs/03_eval.ipynb #c016
+def _saved_evaluation(saved_at: Path, stamp: dict) -> Evaluation | None:
+    "The evaluation saved at `saved_at` for this very checkpoint, or None; a damaged file is named in one warning."
+    try: saved = json.loads(saved_at.read_text())
+    except FileNotFoundError: return None
+    except (OSError, ValueError) as e:
+        warnings.warn(f'{saved_at} cannot be read ({e}): evaluating again'); return None
+    if not isinstance(saved, dict) or saved.get('format') != EVAL_FORMAT or saved.get('stamp') != stamp: return None
+    try: return Evaluation.from_dict(check_record(saved.get('evaluation'), EVAL_FIELDS, str(saved_at)))
+    except (UserError, ValueError, TypeError) as e:
+        warnings.warn(f'{e}: evaluating again'); return None
+
 def run_evaluation(run_dir,                # a finished run folder
                    split: str = 'test',    # the split to evaluate
                    device: str = 'auto',   # auto, cpu, cuda or cuda:N
                    batch_size: int = 256,  # images per batch
                    progress: bool = True,  # progress bar when the split must be decoded
+                   root=None,              # the sweep folder of the run: no link below it is written through
                   ) -> Evaluation:
-    "The evaluation of the run's best.pt on `split`: from `eval_<split>.json` while best.pt is unchanged, else computed and saved there."
+    "The evaluation of the run's best.pt on `split`: from `eval_<split>.json` while best.pt is unchanged, else anew."
     run_dir = Path(run_dir)
     ckpt, saved_at = run_dir / 'best.pt', run_dir / f'eval_{split}.json'
     try: st = ckpt.stat()
     except FileNotFoundError: raise UserError(f'checkpoint {ckpt} not found') from None
     stamp = dict(split=split, checkpoint_bytes=st.st_size, checkpoint_mtime_ns=st.st_mtime_ns)
-    try:
-        saved = json.loads(saved_at.read_text())
-        if saved.get('format') == EVAL_FORMAT and saved.get('stamp') == stamp: return Evaluation.from_dict(saved['evaluation'])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError): pass
+    if (ev := _saved_evaluation(saved_at, stamp)) is not None: return ev
     ev = evaluate_checkpoint(ckpt, split, batch_size=batch_size, device=device, progress=progress)
-    try: atomic_write(saved_at, json.dumps(dict(format=EVAL_FORMAT, stamp=stamp, evaluation=ev.to_dict())))
-    except OSError as e: warnings.warn(f'cannot save the evaluation in {saved_at} ({e.strerror or e}): it will be computed again next time')
+    record = json.dumps(dict(format=EVAL_FORMAT, stamp=stamp, evaluation=ev.to_dict()))
+    try: atomic_write(no_link(saved_at, root), record)
+    except OSError as e: warnings.warn(f'cannot save the evaluation in {saved_at} ({e.strerror or e}): not kept')
     return ev
 
 # %% ../nbs/03_eval.ipynb #sp03
-def _learning_rates(m: dict) -> tuple:
-    "(peak learning rate, the model's default at the run's batch size) of a run's metrics, to 12 digits."
-    cfg = TrainConfig.from_dict(m.get('config') or dict(model=m['model']))
-    return float(f"{m.get('lr') or cfg.lr:.12g}"), float(f'{default_lr(cfg.model, cfg.batch_size):.12g}')
-
-def _steps_factor(m: dict) -> int:
-    "2 for a twin at twice the steps, 1 for every other run (and runs saved before twins existed)."
-    return int((m.get('config') or {}).get('steps_factor', 1))
-
-def _validations(m: dict, run_dir: Path) -> int:
-    "How many validations the run made: its metrics, or its log for a run saved before they were counted."
-    return int(m['validations']) if m.get('validations') is not None else len(read_log(run_dir))
+def _learning_rates(m: dict, cfg: TrainConfig) -> tuple:
+    "(peak learning rate, the model's default at the run's batch size) of a run, to 12 digits."
+    return float(f"{m['lr']:.12g}"), float(f'{default_lr(cfg.model, cfg.batch_size):.12g}')
 
 # %% ../nbs/03_eval.ipynb #sp04
 def _unique_runs(runs: list) -> list:
-    "(run folder, metrics) of each (model, subset_size, learning rate, seed, steps factor), the last finished one of each."
+    "(run folder, metrics, config) of each (model, subset_size, learning rate, seed, steps factor): the last finished."
     by_key = {}
     for d in runs:
-        m = json.loads((d / 'metrics.json').read_text())
-        key = (m['model'], float(m['subset_size']), _learning_rates(m)[0], int(m['seed']), _steps_factor(m))
-        by_key.setdefault(key, []).append((d, m))
+        m, cfg = read_metrics(d)
+        key = (cfg.model, float(cfg.subset_size), _learning_rates(m, cfg)[0], cfg.seed, cfg.steps_factor)
+        by_key.setdefault(key, []).append((d, m, cfg))
     out = []
     for (model, f, lr, seed, k), found in by_key.items():
-        found.sort(key=lambda dm: ((dm[0] / 'metrics.json').stat().st_mtime_ns, str(dm[0])))
+        found.sort(key=lambda run: ((run[0] / 'metrics.json').stat().st_mtime_ns, str(run[0])))
         if len(found) > 1:
-            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, seed={seed}'
-                          + (f', steps_factor={k}' if k != 1 else '') + '): using the last one, '
-                          f'{found[-1][0]}; ignoring {", ".join(str(d) for d, _ in found[:-1])}', stacklevel=3)
+            twin = f', steps_factor={k}' if k != 1 else ''
+            warnings.warn(f'{len(found)} finished runs of ({model}, subset_size={f:g}, learning_rate={lr:g}, '
+                          f'seed={seed}{twin}): using the last one, {found[-1][0]}; '
+                          f'ignoring {", ".join(str(run[0]) for run in found[:-1])}', stacklevel=3)
         out.append(found[-1])
     return out
 
@@ -210,29 +249,30 @@ def evaluate_runs(root,                   # a sweep folder, a seed-project check
     out = Path(out).expanduser() if out else root
     runs = _unique_runs(find_runs(root))
     rows, failed = [], []
-    for d, m in runs:
-        try: ev = run_evaluation(d, split, device, batch_size, progress)
+    for d, m, cfg in runs:
+        try: ev = run_evaluation(d, split, device, batch_size, progress, root=root)
         except UserError as e:
             failed.append(str(e)); continue
-        lr, lr0 = _learning_rates(m)
-        rows.append(dict(model=m['model'], subset_size=float(m['subset_size']), learning_rate=lr, seed=int(m['seed']),
-                         steps_factor=_steps_factor(m), n_train=int(m['n_train']), top1_error=ev.top1_error,
-                         top5_error=ev.top5_error, test_loss=ev.loss, train_top1_error=m.get('train_top1_error'),
-                         train_top5_error=m.get('train_top5_error'), best_epoch=int(m['best_epoch']),
-                         n_validations=_validations(m, d), val_top5_error=m['val_top5_error'],
-                         val_top1_error=m['val_top1_error'],
-                         val_loss=m['val_loss'], select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
-                         default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=int(m['num_classes']),
-                         dataset=ev.dataset, split=split, n_test=ev.n, epochs=m.get('epochs_run'),
+        lr, lr0 = _learning_rates(m, cfg)
+        rows.append(dict(model=cfg.model, subset_size=float(cfg.subset_size), learning_rate=lr, seed=cfg.seed,
+                         steps_factor=cfg.steps_factor, n_train=m['n_train'], top1_error=ev.top1_error,
+                         top5_error=ev.top5_error, test_loss=ev.loss, train_top1_error=m['train_top1_error'],
+                         train_top5_error=m['train_top5_error'], best_epoch=m['best_epoch'],
+                         n_validations=m['validations'], val_top5_error=m['val_top5_error'],
+                         val_top1_error=m['val_top1_error'], val_loss=m['val_loss'], select_on=cfg.select_on,
+                         default_learning_rate=lr0, train_seconds=m['train_seconds'], num_classes=m['num_classes'],
+                         dataset=ev.dataset, split=split, n_test=ev.n, epochs=m['epochs_run'],
                          run_dir=Path(os.path.relpath(d, out)).as_posix()))
     if failed:
-        raise UserError(f'{len(failed)} of {len(runs)} runs could not be evaluated, no results written: {"; ".join(failed)}')
+        raise UserError(f'{len(failed)} of {len(runs)} runs could not be evaluated, no results written: '
+                        f'{"; ".join(failed)}')
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)\
           .sort_values(['model', 'n_train', 'learning_rate', 'seed', 'steps_factor'], ignore_index=True)
     df['selected'] = select_learning_rates(df)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / 'results.json', json.dumps(dict(format=RESULTS_FORMAT, split=split, runs=df.to_dict('records')), indent=1))
-    atomic_write(out / 'results.csv', df.to_csv(index=False))
+    results = json.dumps(dict(format=RESULTS_FORMAT, split=split, runs=df.to_dict('records')), indent=1)
+    atomic_write(no_link(out / 'results.json', out), results)
+    atomic_write(no_link(out / 'results.csv', out), df.to_csv(index=False))
     return df
 
 # %% ../nbs/03_eval.ipynb #c022
