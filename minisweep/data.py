@@ -4,24 +4,26 @@
 
 # %% ../nbs/00_data.ipynb #c003
 from __future__ import annotations
-import fcntl, functools, hashlib, io, json, math, os, re, time, warnings, zlib
+import fcntl, functools, hashlib, io, json, math, os, re, stat, tempfile, time, warnings, zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-with warnings.catch_warnings():      # tqdm.auto (datasets and huggingface_hub import it) warns in every kernel without ipywidgets
+with warnings.catch_warnings():      # tqdm.auto (datasets, huggingface_hub) warns in every kernel without ipywidgets
     warnings.simplefilter('ignore'); import tqdm.autonotebook
 from tqdm import tqdm
 
-from .core import DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, check_fraction, n_workers, setting_problem
+from .core import (DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, check_fraction, check_record,
+                            n_workers, no_link, setting_problem)
 
 # %% auto #0
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
            'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size', 'cache_dir',
-           'cache_key', 'decode_image', 'ImageCache', 'decoded_split', 'device_images', 'norm_constants', 'crop_flip',
-           'normalize', 'cpu_batch', 'Batches', 'class_counts', 'image_sizes', 'show_samples', 'make_sample']
+           'check_cache_dir', 'cache_key', 'decode_image', 'read_image_file', 'ImageCache', 'decoded_split',
+           'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
+           'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
 SPLITS = ('train', 'validation', 'test')
@@ -196,6 +198,26 @@ def cache_dir() -> Path:
     "Folder of the decoded caches: `$MINISWEEP_CACHE`, else `~/.cache/minisweep`."
     return Path(os.environ.get('MINISWEEP_CACHE') or Path.home() / '.cache' / 'minisweep').expanduser()
 
+def check_cache_dir(root: Path | None = None,  # the cache folder; None: `cache_dir()`
+                   ) -> Path:
+    "The cache folder, made, and checked to be a writable folder on a disk; else a one-line `UserError`."
+    path = Path(root) if root else cache_dir()
+    named = not root and os.environ.get('MINISWEEP_CACHE')
+    what = f'the decode cache {path}' + (' (MINISWEEP_CACHE)' if named else '')
+    try: real = path.resolve()
+    except (OSError, RuntimeError): real = path.absolute()
+    if kernel := next((k for k in ('/proc', '/sys') if real == Path(k) or Path(k) in real.parents), None):
+        raise UserError(f'{what} is under {kernel}, a view of the kernel, not a disk: set MINISWEEP_CACHE to a folder')
+    if path.exists() and not path.is_dir():
+        raise UserError(f'{what} is a file, not a folder: set MINISWEEP_CACHE to a folder')
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-'): pass
+    except OSError as e:
+        raise UserError(f'{what} cannot be written ({e.strerror or e}): set MINISWEEP_CACHE to a writable folder'
+                        ) from None
+    return path
+
 # %% ../nbs/00_data.ipynb #sp09
 def cache_key(split: SplitData, size: int) -> str:
     "Short hash naming the cache of `split` decoded at `size` pixels."
@@ -219,25 +241,45 @@ def decode_image(data: bytes,  # encoded image (JPEG, PNG, ...)
     left, top = (nw - size) // 2, (nh - size) // 2
     return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
+# %% ../nbs/00_data.ipynb #rf02
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket'),
+             (stat.S_ISCHR, 'a device'), (stat.S_ISBLK, 'a device')]
+    return next((name for test, name in kinds if test(mode)), 'not a file')
+
+def read_image_file(path: str) -> bytes:
+    "The bytes of the image file at `path`; anything but a regular file is a one-line `UserError`, never a hang."
+    try:
+        if not stat.S_ISREG(mode := os.stat(path).st_mode):
+            raise UserError(f'image file {path} is {_file_kind(mode)}, not a regular file')
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)   # swapped for a FIFO meanwhile: no wait
+    except OSError as e: raise UserError(f'image file {path} cannot be read: {e.strerror or e}') from None
+    with os.fdopen(fd, 'rb') as f:
+        if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+            raise UserError(f'image file {path} is {_file_kind(mode)}, not a regular file')
+        return f.read()
+
 # %% ../nbs/00_data.ipynb #c025
-_WORK = {}
+_DECODER = {}   # what a decoding worker holds: the split undecoded, the output file mapped, the size
 
 def _init_worker(ds, path, n, size):
     import datasets
-    _WORK.update(ds=ds.cast_column('image', datasets.Image(decode=False)), n=n, size=size,
-                 out=np.lib.format.open_memmap(path, mode='r+'))
+    _DECODER.update(ds=ds.cast_column('image', datasets.Image(decode=False)), n=n, size=size,
+                    out=np.lib.format.open_memmap(path, mode='r+'))
 
 # %% ../nbs/00_data.ipynb #sp11
 def _decode_range(start, stop, split_name):
     "Decode images [start, stop) of the worker's split into the shared memory-mapped array."
-    ds, out, size = _WORK['ds'], _WORK['out'], _WORK['size']
+    ds, out, size = _DECODER['ds'], _DECODER['out'], _DECODER['size']
     rows = ds[start:stop]['image']
     for i, row in enumerate(rows):
         try:
-            data = row['bytes'] if row.get('bytes') is not None else Path(row['path']).read_bytes()
+            data = row['bytes'] if row.get('bytes') is not None else read_image_file(row['path'])
             out[start + i] = decode_image(data, size)
+        except UserError as e: raise UserError(f'image {start + i} of split {split_name!r}: {e}') from None
         except Exception as e:
-            raise UserError(f'image {start + i} of split {split_name!r} cannot be decoded: {type(e).__name__}: {e}') from None
+            raise UserError(f'image {start + i} of split {split_name!r} cannot be decoded: {type(e).__name__}: {e}'
+                            ) from None
     out.flush()
     return stop - start
 
@@ -252,7 +294,8 @@ def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool
     n, tmp = len(split), path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(n, size, size, 3)).flush()
     chunk = max(16, min(1024, n // (8 * workers) + 1))
-    bar = tqdm(total=n, desc=f'decoding {split.split} at {size}px', unit='img', disable=None if progress else True, leave=False)
+    bar = tqdm(total=n, desc=f'decoding {split.split} at {size}px', unit='img', disable=None if progress else True,
+               leave=False)
     t0 = time.perf_counter()
     try:
         if workers <= 1:
@@ -269,7 +312,7 @@ def _build(split: SplitData, size: int, path: Path, workers: int, progress: bool
     except BaseException:
         tmp.unlink(missing_ok=True); raise
     finally:
-        bar.close(); _WORK.clear()
+        bar.close(); _DECODER.clear()
     return time.perf_counter() - t0
 
 # %% ../nbs/00_data.ipynb #sp14
@@ -295,24 +338,41 @@ class ImageCache:
         return f'ImageCache({self.path.name}, {self.images.shape}, {"decoded" if self.decoded else "reused"})'
 
 # %% ../nbs/00_data.ipynb #sp15
-def _valid(path: Path, meta_path: Path) -> str:
-    "'' when the cache at `path` matches its record, else what is wrong with it."
+_META_FIELDS = dict(shape=list, bytes=int, edge_crc32=int)   # what a cache's record must hold to check it
+
+def _cache_problem(path: Path, meta_path: Path) -> str:
+    "What is wrong with the cache at `path` against its record, or '' when it matches."
     if not meta_path.exists(): return 'no record'
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = check_record(json.loads(meta_path.read_text()), _META_FIELDS, str(meta_path))
         arr = np.load(path, mmap_mode='r')
-        if list(arr.shape) != meta['shape'] or arr.dtype != np.uint8: return f'shape {arr.shape} instead of {meta["shape"]}'
+        if list(arr.shape) != meta['shape'] or arr.dtype != np.uint8:
+            return f'shape {arr.shape} instead of {meta["shape"]}'
         if path.stat().st_size != meta['bytes']: return f'{path.stat().st_size} bytes instead of {meta["bytes"]}'
         if _edge_crc(path) != meta['edge_crc32']: return 'content differs from the record (checksum)'
     except FileNotFoundError: return 'no file'
+    except UserError as e: return str(e)
     except Exception as e: return f'unreadable ({type(e).__name__}: {e})'
     return ''
 
 # %% ../nbs/00_data.ipynb #sp16
+def _cache_file(path: Path) -> Path:
+    "`path`, a file of the cache; a link, or anything there but a regular file, is named in one line."
+    no_link(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f'{path} in the decode cache is not a regular file: remove it (the cache rebuilds it)')
+    return path
+
 def _lock_file(path: Path):
     "The cache's lock file, opened without truncating it or following a symbolic link (a cache folder may be shared)."
-    try: return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), 'r+')
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try: return os.fdopen(os.open(_cache_file(path), flags, 0o666), 'r+')
     except OSError as e: raise UserError(f'cannot open the cache lock {path}: {e.strerror or e}') from None
+
+def _append_line(path: Path, line: str):
+    "Append `line` to the cache's log `path`, never through a link."
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(_cache_file(path), flags, 0o666), 'a') as f: f.write(line + '\n')
 
 # %% ../nbs/00_data.ipynb #sp17
 def decoded_split(split: SplitData,          # the split to decode (from `load_splits`)
@@ -322,14 +382,16 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
                   progress: bool = True,     # show a progress bar while decoding, when stderr is a terminal
                  ) -> ImageCache:
     "The split decoded once at `size` pixels: reuse the cache when it is there and sound, else build it."
-    root = Path(root or cache_dir()); root.mkdir(parents=True, exist_ok=True)
+    root = check_cache_dir(root)
     stem = f'{split.split}-{size}px-{cache_key(split, size)}'
     path, meta_path = root / f'{stem}.npy', root / f'{stem}.json'
     decoded, seconds = False, 0.0
     with _lock_file(root / f'{stem}.lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)                     # a second process waits here, then reuses the file
-        for stale in root.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)   # a killed build's leftovers
-        problem = _valid(path, meta_path)
+        for stale in root.glob(f'.{path.name}.*.tmp'):       # a killed build's leftovers (a link: only the link)
+            if stale.is_symlink() or stale.is_file(): stale.unlink(missing_ok=True)
+        _cache_file(root / 'builds.jsonl')
+        problem = _cache_problem(_cache_file(path), _cache_file(meta_path))
         if problem:
             if problem not in ('no record', 'no file'):
                 warnings.warn(f'cache {path} is damaged ({problem}): decoding the split again')
@@ -339,8 +401,8 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
                         bytes=path.stat().st_size, edge_crc32=_edge_crc(path), seconds=seconds, version=CACHE_VERSION)
             atomic_write(meta_path, json.dumps(meta, indent=1))
             _fsync_dir(root)
-            with open(root / 'builds.jsonl', 'a') as f:   # one line per decode: the benchmark counts them
-                f.write(json.dumps(dict(file=path.name, pid=os.getpid(), time=time.time(), seconds=seconds)) + '\n')
+            _append_line(root / 'builds.jsonl',          # one line per decode: the benchmark counts them
+                         json.dumps(dict(file=path.name, pid=os.getpid(), time=time.time(), seconds=seconds)))
             decoded = True
     images = np.load(path, mmap_mode='c')
     return ImageCache(images, split.labels, split.classes, path, decoded, seconds)
@@ -526,7 +588,8 @@ def image_sizes(split: SplitData, n: int = 500, seed: int = 0) -> 'pd.DataFrame'
     pick = np.random.default_rng(seed).choice(len(split), min(n, len(split)), replace=False)
     rows = []
     for i in sorted(pick.tolist()):
-        im = Image.open(io.BytesIO(ds[i]['image']['bytes']))
+        row = ds[i]['image']
+        im = Image.open(io.BytesIO(row['bytes'] if row['bytes'] is not None else read_image_file(row['path'])))
         rows.append(dict(index=i, width=im.size[0], height=im.size[1], mode=im.mode))
     return pd.DataFrame(rows)
 
