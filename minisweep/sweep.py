@@ -4,24 +4,28 @@
 
 # %% ../nbs/05_sweep.ipynb #c003
 from __future__ import annotations
-import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, stat, subprocess, sys, threading
+import contextlib, datetime as dt, errno, fcntl, json, math, numbers, os, platform, shutil, stat, subprocess, sys
+import tempfile, threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import minisweep
-from .core import (SAMPLE, SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete, lr_folder,
-                            read_log, run_key, select_learning_rates, subset_folder)
-from .data import decoded_split, load_splits, sample_dataset, stored_size, subset_counts
-from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local, train_notebook  # also as minisweep.sweep.*, as before
+from .core import (SAMPLE, SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete,
+                            lr_folder, no_link, read_log, run_key, select_learning_rates, setting_problem,
+                            subset_folder)
+from .data import cache_dir, decoded_split, load_splits, sample_dataset, stored_size, subset_counts
+from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local
 from .models import check_image_size, model_spec
 from .ray_executor import check_ray, run_ray
 from .train import TrainConfig, check_select_on, run_length, validation_epochs
 
+
 # %% auto #0
-__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'EXECUTORS', 'Sweep', 'versions', 'git_commit', 'now', 'grows', 'SweepRecord',
-           'sweep_lock', 'fmt_secs', 'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult',
-           'failure_table', 'check_sweep', 'pending_jobs', 'run_jobs', 'report_sweep', 'run_sweep', 'run_state', 'plan',
-           'plan_text']
+__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'METRICS_TYPES', 'KIND_NAMES', 'SWEEP_FILES', 'EXECUTORS', 'read_metrics', 'Sweep',
+           'versions', 'git_commit', 'now', 'grows', 'read_sweep_record', 'SweepRecord', 'sweep_lock', 'fmt_secs',
+           'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table', 'check_links',
+           'check_cache_folder', 'clear_stale_temps', 'check_sweep', 'pending_jobs', 'run_jobs', 'curves_report',
+           'cleaned_runs', 'report_sweep', 'run_sweep', 'run_state', 'plan', 'plan_text', 'clean_sweep']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -38,8 +42,35 @@ def _check_rates(rates, model: str) -> list:
     if not out: raise UserError(f'no learning rates given for {model}')
     names = [lr_folder(v) for v in sorted(out)]
     if len(set(names)) < len(names):
-        raise UserError(f'learning rates of {model} share a folder name ({", ".join(names)}): make them differ in their first 6 digits')
+        raise UserError(f'learning rates of {model} share a folder name ({", ".join(names)}): '
+                        f'make them differ in their first 6 digits')
     return sorted(out)
+
+# %% ../nbs/05_sweep.ipynb #rd_02
+METRICS_TYPES = dict(model=str, subset_size=numbers.Real, seed=numbers.Integral, n_train=numbers.Integral,
+                     num_classes=numbers.Integral, best_epoch=numbers.Integral, val_top5_error=numbers.Real,
+                     val_top1_error=numbers.Real, val_loss=numbers.Real, train_seconds=numbers.Real, config=dict)
+
+KIND_NAMES = {str: 'text', numbers.Real: 'number', numbers.Integral: 'whole number', dict: 'dict'}
+
+def _fits(value, kind) -> bool:
+    "Whether `value` is of `kind`: a bool is no number, a number is finite."
+    if kind is dict or kind is str: return isinstance(value, kind)
+    return isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+
+def read_metrics(run_dir: Path) -> dict:
+    "A finished run's `metrics.json`, each field of `METRICS_TYPES` present and of its type, else a `UserError`."
+    path = Path(run_dir) / 'metrics.json'
+    try: m = json.loads(path.read_text())
+    except (OSError, ValueError) as e: m, why = None, f'cannot be read: {getattr(e, "strerror", None) or e}'
+    else: why = 'is not a JSON object'
+    if isinstance(m, dict):
+        why = next((f'has no {k}' if k not in m else f'has {k} {m[k]!r}, not a {KIND_NAMES[t]}'
+                    for k, t in METRICS_TYPES.items() if k not in m or not _fits(m[k], t)), None)
+    if why: raise UserError(f'{path} {why}: delete the run folder {Path(run_dir)} and rerun the same command '
+                            f'to train that run again')
+    return m
+
 
 # %% ../nbs/05_sweep.ipynb #sp01
 @dataclass
@@ -50,7 +81,7 @@ class Sweep:
     seeds: list                       # seeds; each gives its own nested subsets and initialisation
     out: str                          # the sweep folder
     train: dict = field(default_factory=dict)   # TrainConfig fields shared by every run (dataset, epochs, lr, ...)
-    learning_rates: list | dict | None = None   # peak rates to try: a list for every model or {model: list}; None: train's one rate
+    learning_rates: list | dict | None = None   # peak rates: a list for every model, {model: list}; None: train's rate
     budget_check: list | None = None  # sizes where the first seed gets a twin at 2x steps; []: smallest and largest
 
     def check(self) -> 'Sweep':
@@ -62,19 +93,22 @@ class Sweep:
         folders = {}                      # run folders name a fraction to 4 decimals: two fractions must not share one
         for f in self.subset_sizes:
             if subset_folder(f) in folders:
-                raise UserError(f'subset sizes {folders[subset_folder(f)]:g} and {f:g} would share the run folder {subset_folder(f)}: '
+                raise UserError(f'subset sizes {folders[subset_folder(f)]:g} and {f:g} would share the run folder '
+                                f'{subset_folder(f)}: '
                                 f'give fractions that differ in their first 4 decimals')
             folders[subset_folder(f)] = f
+        for s in self.seeds:              # the seed's rule first: a list of seeds sorts only once each is a number
+            if problem := setting_problem('seed', s): raise UserError(f'seed {s!r} {problem}')
         self.models = list(dict.fromkeys(self.models)); self.seeds = sorted({int(s) for s in self.seeds})
-        unknown = set(self.train) - {f.name for f in fields(TrainConfig)}
+        unknown = set(self.train) - {setting.name for setting in fields(TrainConfig)}
         if unknown: raise UserError(f'unknown training setting(s): {", ".join(sorted(unknown))}')
         ds = self.train.get('dataset') or ''
-        if ds == SAMPLE: ds = self.train['dataset'] = ''     # the shipped sample has one spelling in sweep.json: a folder resumes
-        if ds and Path(ds).expanduser().exists(): self.train['dataset'] = str(Path(ds).expanduser().resolve())  # jobs run elsewhere
+        if ds == SAMPLE: ds = self.train['dataset'] = ''     # one spelling of the sample: a folder resumes
+        if ds and Path(ds).expanduser().exists():             # a folder, absolute: jobs run elsewhere
+            self.train['dataset'] = str(Path(ds).expanduser().resolve())
         self._check_learning_rates()
         if self.budget_check is not None: self.budget_check = self._check_budget(self.budget_check)
-        for m in self.models:
-            for lr in self.rates(m): self.config(m, self.subset_sizes[0], self.seeds[0], lr).check()
+        for m, f, s, lr in self.runs(): self.config(m, f, s, lr).check()   # every run's settings, before any job
         return self
 
     def _check_learning_rates(self):
@@ -86,11 +120,13 @@ class Sweep:
                 raise UserError('give one learning rate for every model or a grid of them, not both')
             lrs = {m: lrs for m in self.models}
         stray = [m for m in lrs if m not in self.models]
-        if stray: raise UserError(f'learning rates given for {", ".join(map(str, stray))}, which the grid does not train '
+        if stray: raise UserError(f'learning rates given for {", ".join(map(str, stray))}, '
+                                  f'which the grid does not train '
                                   f'(models: {", ".join(self.models)})')
         lrs = {m: _check_rates(lrs[m], m) for m in self.models if m in lrs}
-        if len(lrs) == len(self.models) and len({tuple(r) for r in lrs.values()}) == 1 and len(lrs[self.models[0]]) == 1:
-            self.train['learning_rate'], lrs = lrs[self.models[0]][0], {}   # one rate for all: the sweep without the axis
+        one_rate = len({tuple(r) for r in lrs.values()}) == 1 and len(lrs[self.models[0]]) == 1
+        if len(lrs) == len(self.models) and one_rate:
+            self.train['learning_rate'], lrs = lrs[self.models[0]][0], {}   # one rate for all: no axis
         self.learning_rates = lrs
 
     def _check_budget(self, sizes: list) -> list:
@@ -115,7 +151,7 @@ class Sweep:
 
     def config(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
                steps_factor: int = 1) -> TrainConfig:
-        "The `TrainConfig` of one run of the grid (`learning_rate` None: the model's first rate), or of a twin (`steps_factor`)."
+        "The `TrainConfig` of one run (`learning_rate` None: the model's first rate), or of a twin (`steps_factor`)."
         lr = self.rates(model)[0] if learning_rate is None else learning_rate
         shared = {k: v for k, v in self.train.items() if k not in TRAIN_FIXED} | dict(learning_rate=lr)
         return TrainConfig(model=model, subset_size=subset_size, seed=seed, progress=False, steps_factor=steps_factor,
@@ -123,42 +159,44 @@ class Sweep:
 
     def run_dir(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
                 steps_factor: int = 1) -> Path:
-        "Folder of one run: <out>/<model>/subset_<f:.4f>/seed_<s>, or .../subset_<f:.4f>/lr_<lr:g>/seed_<s> when `model` tunes."
+        "Folder of one run: <out>/<model>/subset_<f:.4f>/seed_<s>, with an lr_<lr:g> level when `model` tunes."
         return Path(self.out) / self.key(model, subset_size, seed, learning_rate, steps_factor)
 
     def key(self, model: str, subset_size: float, seed: int, learning_rate: float | None = None,
             steps_factor: int = 1) -> str:
         "Name of a run in `sweep.json`: its folder relative to the sweep's (a twin's ends in `_steps2`)."
-        if self.tunes(model) and learning_rate is None: raise ValueError(f'{model} tunes its learning rate: name the rate')
+        if self.tunes(model) and learning_rate is None:
+            raise ValueError(f'{model} tunes its learning rate: name the rate')
         return run_key(model, subset_size, seed, learning_rate if self.tunes(model) else None, steps_factor)
 
     def runs(self) -> list:
         "Every (model, subset_size, seed, learning_rate) of the grid, largest subsets first within a model."
-        return [(m, f, s, lr) for m in self.models for f in self.subset_sizes for lr in self.rates(m) for s in self.seeds]
+        return [(m, f, s, lr) for m in self.models for f in self.subset_sizes for lr in self.rates(m)
+                for s in self.seeds]
 
     def twins(self) -> list:
         "(model, subset_size, seed) of every twin: the first seed, at each budget-check size, for each model."
         return [(m, f, self.seeds[0]) for m in self.models for f in self.budget_check or []]
 
     def twin_rate(self, model: str, subset_size: float, wait: bool = True) -> float | None:
-        "The rate of `model`'s twin at `subset_size`: its one rate, or the one its size's runs select; None: not known yet."
+        "The rate of `model`'s twin at `subset_size`: its one rate, or the one its size selects; None: not known yet."
         if not self.tunes(model): return self.rates(model)[0]
         runs = [(lr, s, self.run_dir(model, subset_size, s, lr)) for lr in self.rates(model) for s in self.seeds]
-        done = [(lr, s, json.loads((d / 'metrics.json').read_text())) for lr, s, d in runs if is_complete(d)]
+        done = [(lr, s, read_metrics(d)) for lr, s, d in runs if is_complete(d)]
         if not done or wait and len(done) < len(runs): return None
         import pandas as pd
         df = pd.DataFrame([dict(model=model, subset_size=subset_size, learning_rate=lr, seed=s,
-                                select_on=(m.get('config') or {}).get('select_on', 'val_top5_error'),
+                                select_on=m['config'].get('select_on', 'val_top5_error'),
                                 **{k: m[k] for k in SELECT_ON})
                            for lr, s, m in done])
         return float(df[select_learning_rates(df)].learning_rate.iloc[0])
 
     def identity(self) -> dict:
         "What must match for a folder to be resumed: the grid and every setting that changes results."
-        ident = {k: v for k, v in TrainConfig(**{k: v for k, v in self.train.items() if k not in TRAIN_FIXED}).identity().items()
-                 if k not in TRAIN_FIXED}
+        shared = TrainConfig(**{k: v for k, v in self.train.items() if k not in TRAIN_FIXED})
+        ident = {k: v for k, v in shared.identity().items() if k not in TRAIN_FIXED}
         grid = dict(models=self.models, subset_sizes=self.subset_sizes, seeds=self.seeds, train=ident)
-        return grid | ({'learning_rates': self.learning_rates} if self.learning_rates else {})   # as before without the axis
+        return grid | ({'learning_rates': self.learning_rates} if self.learning_rates else {})   # no axis, no key
 
 # %% ../nbs/05_sweep.ipynb #c009
 def versions() -> dict:
@@ -173,9 +211,9 @@ def git_commit() -> str | None:
     root = Path(minisweep.__file__).resolve().parents[1]
     if not (root / '.git').exists(): return None
     try:
-        sha = subprocess.run(['git', '-C', str(root), 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(['git', '--no-optional-locks', '-C', str(root), 'status', '--porcelain', '--untracked-files=no'],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        git = lambda *args: subprocess.run(['git', '--no-optional-locks', '-C', str(root), *args], capture_output=True,
+                                           text=True, timeout=10).stdout.strip()
+        sha, dirty = git('rev-parse', 'HEAD'), git('status', '--porcelain', '--untracked-files=no')
         return (sha + ('+dirty' if dirty else '')) or None
     except (OSError, subprocess.SubprocessError): return None
 
@@ -186,10 +224,41 @@ def now() -> str: return dt.datetime.now().astimezone().isoformat(timespec='seco
 def grows(old: dict,      # a sweep.json's content
           sweep: Sweep,   # the sweep asked for now
          ) -> bool:
-    "Whether `sweep` is the recorded sweep with more models, sizes, seeds or learning rates and the same settings, every recorded run in its folder."
+    "Whether `sweep` is the recorded one grown (more models, sizes, seeds or rates), every recorded run in its folder."
     new = json.loads(json.dumps(sweep.identity()))
     grid = {k for k, r in old.get('runs', {}).items() if r.get('steps_factor', 1) == 1}   # twins come and go
     return old['identity'].get('train') == new['train'] and grid <= {sweep.key(*r) for r in sweep.runs()}
+
+# %% ../nbs/05_sweep.ipynb #rd_05
+def _run_problem(key, r) -> str | None:
+    "What is wrong with one run of a `sweep.json`, or None."
+    if not isinstance(r, dict): return f'run {key!r} is not an object'
+    rd = r.get('run_dir')
+    if not isinstance(rd, str) or not rd or Path(rd).is_absolute() or '..' in Path(rd).parts:
+        return f'run {key!r} has no folder inside the sweep (run_dir {rd!r})'
+    if r.get('state') not in ('pending', 'running', 'done', 'failed'):
+        return f'run {key!r} has state {r.get("state")!r}'
+
+def read_sweep_record(path: Path) -> dict | None:
+    "The `sweep.json` at `path` (None: there is none), checked field by field; a foreign or damaged one is one line."
+    path = Path(path)
+    if not path.exists() and not path.is_symlink(): return None
+    no_link(path, root=path.parent)
+    try: d = json.loads(path.read_text())
+    except OSError as e: raise UserError(f'cannot read {path}: {e.strerror or e}') from None
+    except ValueError: raise UserError(f'{path} is not readable JSON: move it away to start the sweep afresh') from None
+    if not isinstance(d, dict) or not str(d.get('format', '')).startswith('minisweep.sweep/'):
+        raise UserError(f'{path} is not a minisweep sweep record: move it away, or use another --out')
+    version = (d.get('versions') if isinstance(d.get('versions'), dict) else {}).get('minisweep', 'an unknown version')
+    runs = d.get('runs')
+    why = (f'its format is {d["format"]}, not {SWEEP_FORMAT}' if d['format'] != SWEEP_FORMAT
+           else 'it has no identity' if not isinstance(d.get('identity'), dict)
+           else 'it has no runs' if not isinstance(runs, dict)
+           else next(filter(None, (_run_problem(k, r) for k, r in runs.items())), None))
+    if why: raise UserError(f'{path} was written by minisweep {version} and cannot be resumed ({why}): '
+                            f'start a new sweep with another --out')
+    return d
+
 
 # %% ../nbs/05_sweep.ipynb #sp04
 class SweepRecord:
@@ -197,21 +266,22 @@ class SweepRecord:
     def __init__(self, sweep: Sweep):
         self.sweep, self.path = sweep, Path(sweep.out) / 'sweep.json'
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        old = self._read()
+        old = read_sweep_record(self.path)
         self.grown = old is not None and old.get('identity') != json.loads(json.dumps(sweep.identity()))
         if self.grown and not grows(old, sweep):
-            raise UserError(f'{sweep.out} holds a sweep with another grid or other settings ({self._diff(old["identity"])}): '
-                            f'start a new one with another --out, rerun the original command to resume it, or grow its grid '
+            raise UserError(f'{sweep.out} holds a sweep with another grid or other settings '
+                            f'({self._diff(old["identity"])}): start a new one with another --out, '
+                            f'rerun the original command to resume it, or grow its grid '
                             f'(more models, sizes, seeds or learning rates, the same settings)')
         grid = dict(models=sweep.models, subset_sizes=sweep.subset_sizes, seeds=sweep.seeds)
         if sweep.learning_rates:   # the peak rate of every run, each model's default resolved
             grid['learning_rates'] = {m: [sweep.config(m, 1, 0, lr).lr for lr in sweep.rates(m)] for m in sweep.models}
-        self.data = old or dict(format=SWEEP_FORMAT, identity=sweep.identity(), grid=grid, train=sweep.train, started=now(),
-                                runs={})
-        if self.grown: self.data.update(identity=sweep.identity(), grid=grid, grown=now())   # every recorded run is kept
-        self.data.update(versions=versions(), git_commit=git_commit(), dataset=sweep.train.get('dataset') or 'minisweep sample',
-                         resumed=now() if old else None, ended=None)
-        for key, r in list(self.data['runs'].items()):     # a twin is kept once finished, an unfinished one when asked for
+        self.data = old or dict(format=SWEEP_FORMAT, identity=sweep.identity(), grid=grid, train=sweep.train,
+                                started=now(), runs={})
+        if self.grown: self.data.update(identity=sweep.identity(), grid=grid, grown=now())   # every run kept
+        self.data.update(versions=versions(), git_commit=git_commit(), resumed=now() if old else None, ended=None,
+                         dataset=sweep.train.get('dataset') or 'minisweep sample')
+        for key, r in list(self.data['runs'].items()):     # a twin is kept once finished, unfinished when asked for
             if r.get('steps_factor', 1) != 1 and not is_complete(Path(sweep.out) / r['run_dir']):
                 del self.data['runs'][key]
         for m, f, s, lr in sweep.runs(): self.track(m, f, s, lr)
@@ -226,22 +296,17 @@ class SweepRecord:
         sw, key = self.sweep, self.sweep.key(m, f, s, lr, steps_factor)
         entry = dict(model=m, subset_size=f, seed=s, learning_rate=sw.config(m, f, s, lr).lr, run_dir=key)
         r = self.data['runs'].setdefault(key, entry | ({'steps_factor': steps_factor} if steps_factor != 1 else {}))
-        r['state'] = 'done' if is_complete(sw.run_dir(m, f, s, lr, steps_factor)) else 'pending'
+        run_dir = sw.run_dir(m, f, s, lr, steps_factor)
+        r['state'] = 'done' if is_complete(run_dir) and read_metrics(run_dir) else 'pending'
         if r['state'] == 'pending': r.pop('error', None)
         return key
 
-    def _read(self):
-        if not self.path.exists(): return None
-        try: d = json.loads(self.path.read_text())
-        except OSError as e: raise UserError(f'cannot read {self.path}: {e.strerror or e}') from None
-        except ValueError: raise UserError(f'{self.path} is not readable JSON: move it away to start the sweep afresh') from None
-        if d.get('format') != SWEEP_FORMAT: raise UserError(f'{self.path} is not a minisweep sweep record')
-        return d
-
     def _diff(self, old: dict) -> str:
         new = json.loads(json.dumps(self.sweep.identity()))
-        out = [f'{k}: {old.get(k)} != {new.get(k)}' for k in ('models', 'subset_sizes', 'seeds', 'learning_rates') if old.get(k) != new.get(k)]
-        out += [f'{k}: {old["train"].get(k)!r} != {v!r}' for k, v in new['train'].items() if old.get('train', {}).get(k) != v]
+        out = [f'{k}: {old.get(k)} != {new.get(k)}' for k in ('models', 'subset_sizes', 'seeds', 'learning_rates')
+               if old.get(k) != new.get(k)]
+        old_train = old.get('train') if isinstance(old.get('train'), dict) else {}
+        out += [f'{k}: {old_train.get(k)!r} != {v!r}' for k, v in new['train'].items() if old_train.get(k) != v]
         return '; '.join(out[:3]) or 'settings differ'
 
     def update(self, key: str, **kw):
@@ -249,7 +314,7 @@ class SweepRecord:
         self.data['runs'][key].update(kw); self.save()
 
     def save(self):
-        try: atomic_write(self.path, json.dumps(self.data, indent=1, default=str))
+        try: atomic_write(no_link(self.path, root=self.path.parent), json.dumps(self.data, indent=1, default=str))
         except OSError as e:
             raise UserError(f'cannot write {self.path} ({e.strerror or e}): the runs finished so far are kept; '
                             f'make room or make the folder writable, then rerun the same command') from None
@@ -259,7 +324,8 @@ class SweepRecord:
         lost = []
         for key, r in self.data['runs'].items():
             if r['state'] == 'done' and not is_complete(Path(self.sweep.out) / r['run_dir']):
-                err = f'finished, but {r["run_dir"]}/metrics.json is gone (folder deleted?): rerun the same command to train it again'
+                err = (f'finished, but {r["run_dir"]}/metrics.json is gone (folder deleted?): '
+                       f'rerun the same command to train it again')
                 r.update(state='failed', error=err); lost.append((key, err))
         if lost: self.save()
         return lost
@@ -278,12 +344,15 @@ def _open_lock(path: Path) -> int:
         try: return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)       # made here: ours
         except FileExistsError: fd = os.open(path, flags)
     except OSError as e:
-        if e.errno == errno.ELOOP: raise UserError(f'{path} is a symbolic link: refusing to follow it (remove it; a sweep makes its own)') from None
+        if e.errno == errno.ELOOP:
+            raise UserError(f'{path} is a symbolic link: refusing to follow it '
+                            f'(remove it; a sweep makes its own)') from None
         raise UserError(f'cannot use {path.parent} as a sweep folder: {e.strerror or e}') from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > 32:
         os.close(fd)
-        raise UserError(f'{path} is not a lock file of a sweep (a special file, a hard link or other content): move it away')
+        raise UserError(f'{path} is not a lock file of a sweep (a special file, a hard link or other content): '
+                        f'move it away')
     return fd
 
 # %% ../nbs/05_sweep.ipynb #sp06
@@ -297,7 +366,8 @@ def sweep_lock(out: Path):
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors='replace').strip() or '?'
-            raise UserError(f'another sweep (pid {pid}) is running in {out}: wait for it, or use another --out') from None
+            raise UserError(f'another sweep (pid {pid}) is running in {out}: wait for it, '
+                            f'or use another --out') from None
         old = os.pread(fd, 33, 0).strip()
         if old and not old.isdigit():
             raise UserError(f'{out / ".lock"} is not a lock file of a sweep (it holds other content): move it away')
@@ -315,7 +385,7 @@ def fmt_secs(s: float) -> str:
 # %% ../nbs/05_sweep.ipynb #sp07
 class Progress:
     "Counts runs, names the one running, and estimates the time left from the runs finished so far."
-    OVERHEAD = 0.1    # a run's fixed cost (kernel start, decoding checks, validation), in units of the full subset's training
+    OVERHEAD = 0.1    # a run's fixed cost (kernel start, checks, validation), in units of the full subset's training
 
     def __init__(self, todo: list,   # (key, model, subset_size) of every run still to do
                  done: int, log=print):
@@ -332,13 +402,15 @@ class Progress:
 
     def start(self, key: str, slot: str = ''):
         eta = self.eta()
-        self.log(f'[{self.done}/{self.total} done{f", about {fmt_secs(eta)} left" if eta is not None else ""}] running {key}{slot}')
+        left = f', about {fmt_secs(eta)} left' if eta is not None else ''
+        self.log(f'[{self.done}/{self.total} done{left}] running {key}{slot}')
 
     def finish(self, key: str, ok: bool, secs: float, err: str | None = None):
         m, f = self.todo.pop(key, (None, 0))
         if ok: self.done += 1; self.finished.append((m, f + self.OVERHEAD, secs))
         else: self.failed += 1
-        self.log(f'[{self.done}/{self.total} done] {key}: {"done" if ok else "FAILED"} in {fmt_secs(secs)}' + (f' ({err})' if err else ''))
+        self.log(f'[{self.done}/{self.total} done] {key}: {"done" if ok else "FAILED"} in {fmt_secs(secs)}'
+                 + (f' ({err})' if err else ''))
 
 # %% ../nbs/05_sweep.ipynb #u02
 def validation_line(rows: list,     # the run's log.jsonl rows so far, the newest last
@@ -350,7 +422,8 @@ def validation_line(rows: list,     # the run's log.jsonl rows so far, the newes
     k = config.get('steps_factor', 1)
     epochs = max(config['num_epochs'] * k, math.ceil(config.get('min_steps', 0) * k / steps_per_epoch))
     left = sum(r['seconds'] for r in rows) / row['epoch'] * (epochs - row['epoch'])
-    return (f"epoch {row['epoch']}/{epochs}, validation top-5 error {row['val_top5_error']:.3f} (top-1 {row['val_top1_error']:.3f})"
+    return (f"epoch {row['epoch']}/{epochs}, validation top-5 error {row['val_top5_error']:.3f} "
+            f"(top-1 {row['val_top1_error']:.3f})"
             + (f', about {fmt_secs(left)} left' if row['epoch'] < epochs else ''))
 
 # %% ../nbs/05_sweep.ipynb #sp08
@@ -384,7 +457,7 @@ def prepare_caches(cfg: TrainConfig,           # the dataset, its layout, image_
                    splits: dict | None = None,  # the splits, already opened; None: open them
                    progress: bool = True,      # progress bars while decoding
                   ) -> dict:
-    "Every split of `cfg`'s dataset decoded at the size its runs read: {split: `ImageCache`}, each reused when already there."
+    "Every split of `cfg`'s dataset decoded at the size its runs read, {split: `ImageCache`}, reused when there."
     splits = splits or load_splits(cfg.dataset or sample_dataset(), **cfg.layout())
     size = stored_size(cfg.image_size, cfg.crop_pct)
     return {role: decoded_split(s, size, progress=progress) for role, s in splits.items()}
@@ -403,16 +476,19 @@ class SweepResult:
     def ok(self) -> bool: return not self.failures and self.states.get('done', 0) == sum(self.states.values())
 
     def summary(self) -> str:
-        "The closing words for a person: how many runs are done, failed and skipped, and where the results and figures are."
+        "The closing words for a person: runs done, failed and skipped, and where the results and figures are."
         done, failed = self.states.get('done', 0), self.states.get('failed', 0)
         others = ''.join(f', {v} {k}' for k, v in self.states.items() if k not in ('done', 'failed'))
-        lines = [f'{sum(self.states.values())} runs in {self.out}: {done} done ({max(0, done - self.skipped)} trained now, '
+        lines = [f'{sum(self.states.values())} runs in {self.out}: {done} done '
+                 f'({max(0, done - self.skipped)} trained now, '
                  f'{self.skipped} skipped as done before), {failed} failed{others}'
                  + ('; the failures are listed above; rerun the same command to retry them' if failed else '')]
         lines.append(f'results: {self.results}' if self.results else 'results: none (no run finished)')
-        if any(k == 'curves' for k, _ in self.failures): lines.append('figures: none, the curves report failed (see above)')
+        if any(k == 'curves' for k, _ in self.failures):
+            lines.append('figures: none, the curves report failed (see above)')
         elif self.figures:
-            lines.append(f'figures: {Path(self.figures[0]).parent} ({", ".join(Path(f).name for f in self.figures)}); '
+            names = ', '.join(Path(fig).name for fig in self.figures)
+            lines.append(f'figures: {Path(self.figures[0]).parent} ({names}); '
                          f'report: {Path(self.out) / "curves.ipynb"}')
         else: lines.append('figures: none')
         return '\n'.join(lines)
@@ -423,24 +499,60 @@ def failure_table(failures: list) -> str:
     if not failures: return ''
     return '\n'.join(['| run | error |', '|---|---|'] + [f'| {k} | {e} |' for k, e in failures])
 
+# %% ../nbs/05_sweep.ipynb #ln_02
+SWEEP_FILES = ('sweep.json', 'results.json', 'results.csv', 'curves.ipynb')   # what the sweep writes in its folder
+
+def check_links(sweep: Sweep, fig_dir: Path | None = None):
+    "A one-line `UserError` when a run folder, a folder above it, a run's file or a file of the sweep is a link."
+    out = Path(sweep.out)
+    runs = [sweep.run_dir(*r) for r in sweep.runs()] + [sweep.run_dir(m, f, s, lr, 2) for m, f, s in sweep.twins()
+                                                         if (lr := sweep.twin_rate(m, f, wait=False)) is not None]
+    for d in runs:
+        for name in ('metrics.json', 'best.pt', 'last.pt', 'log.jsonl', 'train.ipynb', 'eval_test.json'):
+            no_link(d / name, root=out)
+    for name in SWEEP_FILES: no_link(out / name, root=out)
+    if fig_dir:
+        no_link(fig_dir, root=out if out in fig_dir.parents else fig_dir.parent)
+        for p in fig_dir.iterdir() if fig_dir.is_dir() else []: no_link(p, root=fig_dir)
+
+def check_cache_folder() -> Path:
+    "The decode cache's folder, `$MINISWEEP_CACHE`: a folder this process can write in, else one line."
+    path = cache_dir()
+    try: check_writable(path)
+    except UserError: raise UserError(f'the decode cache folder {path} ($MINISWEEP_CACHE) is not a folder minisweep '
+                                      f'can write in: point MINISWEEP_CACHE at one') from None
+    return path
+
+def clear_stale_temps(out: Path) -> list:
+    "Remove the temporary files and folders (`.*.tmp`) a killed sweep left in `out`; returns them."
+    stale = sorted(no_link(p, root=out) for p in Path(out).glob('.*.tmp'))
+    for p in stale:
+        if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
+    return stale
+
+
 # %% ../nbs/05_sweep.ipynb #ly_02
 EXECUTORS = {'local': run_local, 'ray': run_ray}   # --executor name: run(jobs, on_start, on_end, **options)
 
 def check_sweep(sweep: Sweep,                     # the grid and shared settings
                 executor: str = 'local',          # a key of `EXECUTORS`
-                figures: str | None = 'figures',  # folder for the figures, inside the sweep folder unless absolute; None: none
+                figures: str | None = 'figures',  # figures folder, in the sweep folder unless absolute; None: none
                 **executor_kw) -> tuple:
-    "Everything checked before a sweep starts, each failure one line; returns the first run's config, the opened splits and the figures folder."
+    "Everything checked before a sweep starts, one line per failure; returns the first config, splits, figures folder."
     sweep.check()
     if executor not in EXECUTORS: raise UserError(f'unknown executor {executor!r}: use {" or ".join(EXECUTORS)}')
     if executor == 'ray': check_ray(Path(sweep.out), **executor_kw)
+    else: check_cache_folder()
     out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
     fig_dir = out / Path(figures).expanduser() if figures else None      # each sweep's figures in a home of their own
+    check_links(sweep, fig_dir)
     if fig_dir: check_writable(fig_dir)
     first = sweep.config(sweep.models[0], 1, 0)
     splits = load_splits(first.dataset or sample_dataset(), **first.layout())
     check_select_on(first.select_on, len(splits['train'].classes))
     return first, splits, fig_dir
+
 
 # %% ../nbs/05_sweep.ipynb #sp10
 def pending_jobs(sweep: Sweep, rec: SweepRecord,
@@ -460,7 +572,7 @@ def run_jobs(sweep: Sweep, rec: SweepRecord, jobs: list,   # the sweep, its reco
              executor: str = 'local',   # a key of `EXECUTORS`
              log=print,                 # where progress lines go
              **executor_kw) -> list:
-    "Run `jobs` with the executor, keeping `rec`, the progress lines and the live validation lines; returns the failures (key, error)."
+    "Run `jobs` with the executor, keeping `rec`, the progress and the validation lines; returns the failures."
     said = threading.Lock()                         # job threads and log tails print whole lines, one at a time
     def say(line):
         with said: log(line)
@@ -483,20 +595,42 @@ def run_jobs(sweep: Sweep, rec: SweepRecord, jobs: list,   # the sweep, its reco
     EXECUTORS[executor](jobs, on_start, on_end, **executor_kw)
     return failures
 
+# %% ../nbs/05_sweep.ipynb #cr_01
+def curves_report(out: Path, results: Path, fig_dir: Path) -> tuple:
+    "Execute the curves notebook into a private folder of the sweep, then move it to `<out>/curves.ipynb`; (ok, error)."
+    work = Path(tempfile.mkdtemp(dir=out, prefix='.curves.', suffix='.tmp'))    # papermill follows links: not here
+    try:
+        params = dict(results=str(results), out_dir=str(fig_dir))
+        ok, err, _ = execute_job(curves_notebook(), work / 'curves.ipynb', params)
+        if (work / 'curves.ipynb').exists(): os.replace(work / 'curves.ipynb', no_link(out / 'curves.ipynb', root=out))
+    finally: shutil.rmtree(work, ignore_errors=True)
+    return ok, err
+
+def cleaned_runs(rec: SweepRecord) -> list:
+    "The keys of the runs recorded done whose `best.pt` is gone: `minisweep clean` removed it."
+    return [k for k, r in rec.data['runs'].items()
+            if r['state'] == 'done' and not (Path(rec.sweep.out) / r['run_dir'] / 'best.pt').exists()]
+
+
 # %% ../nbs/05_sweep.ipynb #ly_07
 def report_sweep(rec: SweepRecord, result: SweepResult,   # the sweep's record, and its result so far
                  fig_dir: Path | None = None,             # the figures folder; None: no curves report
                  log=print) -> SweepResult:
-    "Evaluate the finished runs, draw the curves report, close the record; the failures on stderr; returns `result`, completed."
-    out = result.out
-    if rec.states().get('done'):
+    "Evaluate the finished runs, draw the curves report, close the record, the failures on stderr; returns `result`."
+    out, cleaned = result.out, cleaned_runs(rec)
+    if cleaned and (out / 'results.json').exists():
+        log(f'note: {len(cleaned)} finished runs have no best.pt (minisweep clean removed it): '
+            f'results.json is kept as it is, not evaluated again')
+    elif rec.states().get('done'):
         from minisweep.evaluate import evaluate_runs
+        for name in ('results.json', 'results.csv'): no_link(out / name, root=out)
         evaluate_runs(out)
+    if rec.states().get('done'):
         result.results = out / 'results.json'
         from minisweep.curves import edge_notes, load_results
         for note in edge_notes(load_results(result.results)): log(f'note: {note}')
         if fig_dir:
-            ok, err, _ = execute_job(curves_notebook(), out / 'curves.ipynb', dict(results=str(result.results), out_dir=str(fig_dir)))
+            ok, err = curves_report(out, result.results, fig_dir)
             if not ok: result.failures.append(('curves', err))
             else: result.figures = sorted(fig_dir.glob('*.png'))
     result.failures += rec.from_disk()
@@ -505,19 +639,21 @@ def report_sweep(rec: SweepRecord, result: SweepResult,   # the sweep's record, 
     if result.failures: print('failures:\n' + failure_table(result.failures), file=sys.stderr)
     return result
 
+
 # %% ../nbs/05_sweep.ipynb #ly_09
 def run_sweep(sweep: Sweep,             # the grid and shared settings
               executor: str = 'local',  # local or ray
-              figures: str | None = 'figures',  # folder for the figures, inside the sweep folder unless absolute; None or '': none
+              figures: str | None = 'figures',  # folder of the figures, in the sweep folder unless absolute; None: none
               log=print,                # where progress lines go
-              **executor_kw,            # options of the executor (ray: address, gpus_per_run, cpus_per_run, max_retries)
+              **executor_kw,            # the executor's options (ray: address, gpus_per_run, cpus_per_run, max_retries)
              ) -> SweepResult:
     "Run every unfinished run of `sweep`, then evaluate and draw the curves; idempotent and resumable."
     first, splits, fig_dir = check_sweep(sweep, executor, figures, **executor_kw)
     out = Path(sweep.out)
     with sweep_lock(out):
+        clear_stale_temps(out)
         rec = SweepRecord(sweep)
-        if executor == 'local': prepare_caches(first, splits)   # decode once, here; a bad image fails the sweep before any training
+        if executor == 'local': prepare_caches(first, splits)   # decoded once, here: a bad image fails before any job
         jobs, skipped = pending_jobs(sweep, rec), rec.states().get('done', 0)
         failures = run_jobs(sweep, rec, jobs, executor, log, **executor_kw) if jobs else []
         twins = pending_jobs(sweep, rec, twins=True)    # after the grid: each size of a tuned model has chosen its rate
@@ -528,9 +664,10 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
 
 # %% ../nbs/05_sweep.ipynb #k02
 def run_state(run_dir: Path) -> str:
-    "done (its metrics.json), partial (a last.pt or a logged validation: it resumes) or pending."
-    if is_complete(run_dir): return 'done'
+    "done (its metrics.json, sound), partial (a last.pt or a logged validation: it resumes) or pending."
+    if is_complete(run_dir) and read_metrics(run_dir): return 'done'
     return 'partial' if (Path(run_dir) / 'last.pt').exists() or read_log(run_dir) else 'pending'
+
 
 # %% ../nbs/05_sweep.ipynb #sp11
 def _plan_row(key: str, cfg: TrainConfig, labels, note: str = '') -> dict:
@@ -541,20 +678,21 @@ def _plan_row(key: str, cfg: TrainConfig, labels, note: str = '') -> dict:
         return row | dict(epochs=0, steps=0, validations=0, images_to_train=0,
                           note=f'fails: batch size {cfg.batch_size} > {row["n_train"]} images')
     length = run_length(row['n_train'], cfg)
-    done = {'done': length['epochs'], 'partial': max([r['epoch'] for r in read_log(run_dir)], default=0)}.get(row['state'], 0)
+    logged = max([r['epoch'] for r in read_log(run_dir)], default=0)
+    done = {'done': length['epochs'], 'partial': logged}.get(row['state'], 0)
     return row | dict(epochs=length['epochs'], steps=length['total_steps'],
                       validations=len(validation_epochs(length['epochs'], cfg.max_validations)),
                       images_to_train=(length['epochs'] - done) * length['steps_per_epoch'] * cfg.batch_size, note=note)
 
 def plan(sweep: Sweep) -> 'pd.DataFrame':
-    "Every run of `sweep`: folder, state, images, epochs, optimizer steps, validations and images left; reads labels only, writes nothing."
+    "Every run of `sweep`: folder, state, images, epochs, steps, validations, images left; writes nothing."
     import pandas as pd
     sweep.check()
     record = Path(sweep.out) / 'sweep.json'
-    old = json.loads(record.read_text()) if record.exists() else None
+    old = read_sweep_record(record)
     if old is not None and old.get('identity') != json.loads(json.dumps(sweep.identity())) and not grows(old, sweep):
-        raise UserError(f'{sweep.out} holds a sweep with another grid or other settings: plan a new one with another --out, '
-                        f'or the original command to see where it stands')
+        raise UserError(f'{sweep.out} holds a sweep with another grid or other settings: plan a new one with another '
+                        f'--out, or the original command to see where it stands')
     first = sweep.config(sweep.models[0], 1, 0)
     splits = load_splits(first.dataset or sample_dataset(), **first.layout())
     labels = splits['train'].labels
@@ -574,17 +712,40 @@ def plan(sweep: Sweep) -> 'pd.DataFrame':
 # %% ../nbs/05_sweep.ipynb #k03
 def plan_text(sweep: Sweep, df: 'pd.DataFrame') -> str:
     "The plan as a person reads it: the grid, one line per run, the totals."
-    a, by = df.attrs, df.state.value_counts().to_dict()
+    about, by = df.attrs, df.state.value_counts().to_dict()
     lrs = {m: sweep.rates(m) for m in sweep.models if sweep.tunes(m)}
+    sizes = lambda fractions: ', '.join(f'{frac:g}' for frac in fractions)
+    twins = (f', and {len(sweep.twins())} twins at twice the steps (budget check at {sizes(sweep.budget_check)})'
+             if sweep.twins() else '')
+    todo = int(df[df.state != 'done'].steps.sum())
     lines = [f'grid: {len(sweep.models)} models ({", ".join(sweep.models)}) x {len(sweep.subset_sizes)} subset sizes '
-             f'({", ".join(f"{f:g}" for f in sweep.subset_sizes)}) x {len(sweep.seeds)} seeds ({", ".join(map(str, sweep.seeds))})'
-             + (f' x learning rates {lrs}' if lrs else '') + f' = {len(sweep.runs())} runs'
-             + (f', and {len(sweep.twins())} twins at twice the steps (budget check at '
-                f'{", ".join(f"{f:g}" for f in sweep.budget_check)})' if sweep.twins() else ''),
-             f'dataset: {a["dataset"]} ({a["n_train"]} training images, {a["classes"]} classes), {a["image_size"]} px, batch {a["batch_size"]}',
+             f'({sizes(sweep.subset_sizes)}) x {len(sweep.seeds)} seeds ({", ".join(map(str, sweep.seeds))})'
+             + (f' x learning rates {lrs}' if lrs else '') + f' = {len(sweep.runs())} runs' + twins,
+             f'dataset: {about["dataset"]} ({about["n_train"]} training images, {about["classes"]} classes), '
+             f'{about["image_size"]} px, batch {about["batch_size"]}',
              f'folder: {sweep.out}' + ('' if Path(sweep.out).exists() else ' (not created yet)'), '',
              df.drop(columns=['note'] if not df.note.any() else []).to_string(index=False), '',
              f'{len(df)} runs: ' + ', '.join(f'{by.get(k, 0)} {k}' for k in ('done', 'partial', 'pending'))
-             + f'; {int(df.images_to_train.sum()):,} images to train ({int(df[df.state != "done"].steps.sum()):,} optimizer steps in the runs not done)',
+             + f'; {int(df.images_to_train.sum()):,} images to train ({todo:,} optimizer steps in the runs not done)',
              'dry run: nothing was written']
     return '\n'.join(lines)
+
+
+# %% ../nbs/05_sweep.ipynb #cl_02
+def clean_sweep(out: Path) -> tuple:
+    "Remove `best.pt` and `last.pt` of every finished run of the sweep in `out`; returns (files removed, bytes freed)."
+    out = Path(out).expanduser().absolute()
+    if not (out / 'sweep.json').is_file() or (out / 'sweep.json').is_symlink():
+        raise UserError(f'{out} is not a sweep folder (it has no sweep.json): nothing removed')
+    with sweep_lock(out):
+        found = []                    # every path checked before the first is removed: a refusal removes nothing
+        for r in read_sweep_record(out / 'sweep.json')['runs'].values():
+            run_dir = out / r['run_dir']
+            no_link(run_dir / 'metrics.json', root=out)
+            if not is_complete(run_dir): continue
+            read_metrics(run_dir)
+            found += [no_link(run_dir / name, root=out) for name in ('best.pt', 'last.pt')]
+        removed = [(p, p.stat().st_size) for p in found if p.is_file()]
+        for p, _ in removed: p.unlink()
+    return [p for p, _ in removed], sum(size for _, size in removed)
+

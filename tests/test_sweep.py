@@ -11,6 +11,12 @@ def mtimes(root):
     return {p: p.stat().st_mtime_ns for p in Path(root).rglob('last.pt')}
 
 
+def run_files(out: Path) -> dict:
+    "The modification times of every run's checkpoints, metrics and log under `out`."
+    names = ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')
+    return {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in names}
+
+
 def test_sweep_writes_everything(local_sweep):
     out = local_sweep['out']
     assert len(list(out.rglob('train.ipynb'))) == 4
@@ -20,10 +26,12 @@ def test_sweep_writes_everything(local_sweep):
     assert {'torch', 'minisweep', 'python'} <= set(rec['versions']) and rec['started'] and rec['ended']
     rows = json.loads((out / 'results.json').read_text())['runs']
     assert len(rows) == 4 and all(0 <= r['top5_error'] <= r['top1_error'] <= 1 for r in rows)
-    assert {(r['model'], r['subset_size'], r['n_train']) for r in rows} >= {('resnet18', 0.5, 200), ('resnet18', 0.25, 100)}
+    assert {(r['model'], r['subset_size'], r['n_train']) for r in rows} >= {('resnet18', 0.5, 200),
+                                                                            ('resnet18', 0.25, 100)}
     assert (out / 'curves.ipynb').exists()
     # without --learning-rates: today's layout and identity, one rate per run, every row selected
-    assert not list(out.rglob('lr_*')) and 'learning_rates' not in rec['identity'] and 'learning_rates' not in rec['grid']
+    assert not list(out.rglob('lr_*'))
+    assert 'learning_rates' not in rec['identity'] and 'learning_rates' not in rec['grid']
     assert all(r['selected'] is True and r['learning_rate'] > 0 for r in rows)
     for name in ('alexnet_curve.png', 'resnet18_curve.png', 'curves.png'):
         assert (out / 'figures' / name).stat().st_size > 5000                      # the sweep's own figures
@@ -36,7 +44,8 @@ def test_sweep_writes_everything(local_sweep):
     # a line per validation, under its run's line: each run of 1 epoch validates once
     for key in rec['runs']:
         line = f'\n  {key}: epoch 1/1, validation top-5 error '
-        assert line in stdout and stdout.index(f'running {key}') < stdout.index(line) < stdout.index(f'{key}: done'), stdout
+        assert line in stdout, stdout
+        assert stdout.index(f'running {key}') < stdout.index(line) < stdout.index(f'{key}: done'), stdout
 
 
 def report_head(nb_path, cells=4):
@@ -53,17 +62,18 @@ def test_reports_open_with_their_results(local_sweep):
     metrics = json.loads((run / 'metrics.json').read_text())
     md, pngs = report_head(run / 'train.ipynb')
     assert md.startswith('## resnet18, subset 0.5 (200 images, 10 classes), seed 0') and pngs == 1, md
-    assert f"Best epoch **{metrics['best_epoch']}** of 1" in md and f"top-5 error **{metrics['val_top5_error']:.3f}**" in md
+    assert f"Best epoch **{metrics['best_epoch']}** of 1" in md
+    assert f"top-5 error **{metrics['val_top5_error']:.3f}**" in md
     assert '| `sample` | 64 | 1 | 32 |' in md                                      # the run's settings
     md, pngs = report_head(out / 'curves.ipynb')
-    assert '# Learning curves' in md and '## alexnet' in md and '## resnet18' in md and pngs == 2, md  # figures, table, training curves
+    assert '# Learning curves' in md and '## alexnet' in md and '## resnet18' in md and pngs == 2, md  # and figures
     for nb in [*out.rglob('train.ipynb'), out / 'curves.ipynb']:                  # no warning from tqdm in any report
         assert 'IProgress' not in nb.read_text() and 'TqdmWarning' not in nb.read_text(), nb
 
 
 def test_sweep_again_retrains_nothing_and_resumes_missing(local_sweep):
     out, args = local_sweep['out'], local_sweep['args']
-    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')}
+    files = lambda: run_files(out)
     before = files()
     p = minisweep(*args, cwd=local_sweep['root'])
     assert p.returncode == 0, p.stderr[-2000:]
@@ -73,7 +83,7 @@ def test_sweep_again_retrains_nothing_and_resumes_missing(local_sweep):
     p = minisweep(*args, cwd=local_sweep['root'])
     assert p.returncode == 0, p.stderr[-2000:]
     assert (victim / 'metrics.json').exists()
-    # that run was finished again from its last.pt (all its epochs were done: nothing to retrain); no other run was touched
+    # that run was finished again from its last.pt (all its epochs were done: nothing to retrain); no other run touched
     assert {q.parent for q, t in files().items() if before.get(q) != t} == {victim}
 
 
@@ -85,15 +95,18 @@ def test_a_failing_run_leaves_the_others_and_exits_nonzero(tmp_path):
     rec = json.loads((tmp_path / 's' / 'sweep.json').read_text())['runs']
     assert rec['resnet18/subset_0.2500/seed_0']['state'] == 'done'
     failed = rec['resnet18/subset_0.0500/seed_0']
-    assert failed['state'] == 'failed' and 'batch size 32 is larger' in failed['error'] and failed['error'].startswith('cell ')
+    assert failed['state'] == 'failed' and 'batch size 32 is larger' in failed['error']
+    assert failed['error'].startswith('cell ')
     assert '| resnet18/subset_0.0500/seed_0 |' in p.stderr and '|' not in p.stdout   # the failure table, on stderr
-    assert '2 runs in' in p.stdout and '1 done (1 trained now, 0 skipped as done before), 1 failed' in p.stdout   # the closing summary
+    assert '2 runs in' in p.stdout                                                   # the closing summary
+    assert '1 done (1 trained now, 0 skipped as done before), 1 failed' in p.stdout
     assert (tmp_path / 's' / 'resnet18' / 'subset_0.2500' / 'seed_0' / 'metrics.json').exists()
 
 
 def test_seed_style_train_then_eval(tmp_path):
-    p = minisweep('train', '--model', 'resnet18', '--subset-sizes', '0.25', '0.125', '--num-epochs', '1', '--learning-rate', '0.1',
-                  '--batch-size', '32', '--image-size', '64', '--dataset', '', '--checkpoint-dir', tmp_path / 'ck')
+    p = minisweep('train', '--model', 'resnet18', '--subset-sizes', '0.25', '0.125', '--num-epochs', '1',
+                  '--learning-rate', '0.1', '--batch-size', '32', '--image-size', '64', '--dataset', '',
+                  '--checkpoint-dir', tmp_path / 'ck')
     assert p.returncode == 0, p.stderr[-2000:]
     stamps = list((tmp_path / 'ck' / 'resnet18').iterdir())
     assert len(stamps) == 1
@@ -110,31 +123,33 @@ def test_seed_style_train_then_eval(tmp_path):
 
 @pytest.mark.slow       # the default run has each shape: one model (the tuned sweep), both models and two sizes
 @pytest.mark.parametrize('grid, runs', [         # (local_sweep), one size (the planted-module case of test_faults.py)
-    (['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0'], 2),                 # one model
-    (['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2),              # one size, both models
+    (['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0'], 2),             # one model
+    (['--models', 'alexnet', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0'], 2),      # one size, both models
 ], ids=['one model', 'one size'])
 def test_every_grid_shape_ends_with_its_figures(tmp_path, grid, runs, local_sweep):
-    """The curves report asserts nothing about a user's results: one model, or one size, with one seed, ends with exit 0 and
-    their figures (both models and two sizes: `test_sweep_writes_everything`; one model, tuned: `tuned_sweep`; one run:
-    the planted-module case of test_faults.py). Each is a second sweep with default options in the working directory of
-    `local_sweep`: the two leave two complete, separate sets of figures."""
-    before = {f.name: f.read_bytes() for f in (local_sweep['out'] / 'figures').iterdir()}
+    """The curves report asserts nothing about a user's results: one model, or one size, with one seed, ends with
+    exit 0 and their figures (both models and two sizes: `test_sweep_writes_everything`; one model, tuned:
+    `tuned_sweep`; one run: the planted-module case of test_faults.py). Each is a second sweep with default options in
+    the working directory of `local_sweep`: the two leave two complete, separate sets of figures."""
+    before = {fig.name: fig.read_bytes() for fig in (local_sweep['out'] / 'figures').iterdir()}
     p = minisweep('sweep', *grid, *SMALL, '--device', 'cpu', '--out', tmp_path / 's', cwd=local_sweep['root'])
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     models = grid[grid.index('--models') + 1:grid.index('--subset-sizes')]
-    assert {f'{m}_curve.png' for m in models} | {'curves.png', 'summary.md', 'training_curves.png'} <= {f.name for f in (tmp_path / 's' / 'figures').iterdir()}
-    assert {f.name: f.read_bytes() for f in (local_sweep['out'] / 'figures').iterdir()} == before     # the first sweep's, untouched
+    drawn = {fig.name for fig in (tmp_path / 's' / 'figures').iterdir()}
+    assert {f'{m}_curve.png' for m in models} | {'curves.png', 'summary.md', 'training_curves.png'} <= drawn
+    assert {fig.name: fig.read_bytes() for fig in (local_sweep['out'] / 'figures').iterdir()} == before  # untouched
     assert len(json.loads((tmp_path / 's' / 'results.json').read_text())['runs']) == runs
     assert 'figures: none' not in p.stdout
 
 
 @pytest.fixture(scope='module')
 def tuned_sweep(tmp_path_factory, session_env):
-    """One model, two sizes, two learning rates, one seed: the default run's one-model grid, its figures where a sweep puts
-    them. Four epochs (24 and 12 steps), so that the model fits its own images better than chance."""
+    """One model, two sizes, two learning rates, one seed: the default run's one-model grid, its figures where a sweep
+    puts them. Four epochs (24 and 12 steps), so that the model fits its own images better than chance."""
     root = tmp_path_factory.mktemp('tuned')
-    args = ['sweep', '--models', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', '--learning-rates', '0.05', '0.2',
-            '--num-epochs', '4', '--batch-size', '32', '--image-size', '64', '--dataset', '', '--device', 'cpu', '--out', root / 'sweep']
+    args = ['sweep', '--models', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0',
+            '--learning-rates', '0.05', '0.2', '--num-epochs', '4', '--batch-size', '32', '--image-size', '64',
+            '--dataset', '', '--device', 'cpu', '--out', root / 'sweep']
     p = minisweep(*args, cwd=root)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return dict(root=root, out=root / 'sweep', args=args, first=p)
@@ -167,14 +182,14 @@ def test_tuned_sweep_selects_one_rate_per_size_on_validation(tuned_sweep):
 
 def test_tuned_sweep_again_retrains_nothing(tuned_sweep):
     out = tuned_sweep['out']
-    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')}
+    files = lambda: run_files(out)
     before = files()
     p = minisweep(*tuned_sweep['args'], cwd=tuned_sweep['root'])
     assert p.returncode == 0, p.stderr[-2000:]
     assert files() == before and 'all 4 runs' in p.stdout and 'done already' in p.stdout
 
 
-@pytest.mark.slow           # eval and curves again on doctored runs; the evaluation chapter checks the same rule in a cell
+@pytest.mark.slow           # eval and curves again on doctored runs; the evaluation chapter checks the rule in a cell
 def test_the_test_split_takes_no_part_in_the_choice(tuned_sweep, tmp_path):
     "Validation errors doctored to prefer, at each size, the rate that is worse on test: the doctored one is selected."
     out = tuned_sweep['out']
@@ -212,13 +227,14 @@ def image_folder(root: Path, n_classes: int = 3) -> Path:
     return root
 
 
-@pytest.mark.slow           # a whole job on a new layout; the chapter checks the ImageFolder and save_to_disk layouts in seconds
+@pytest.mark.slow           # a whole job on a new layout; the chapter checks ImageFolder and save_to_disk in seconds
 def test_image_folder_with_a_validation_split_held_out(tmp_path, session_env, capsys):
     "A 3-class ImageFolder without validation: top-5 selection refused, caches prepared, the sweep's job trains on it."
     from minisweep.cli import main
     folder = image_folder(tmp_path / 'folder')
     grid = ['--models', 'resnet18', '--subset-sizes', '1', '--dataset', str(folder), '--validation-fraction', '0.25',
-            '--image-size', '64', '--batch-size', '32', '--num-epochs', '1', '--device', 'cpu', '--out', str(tmp_path / 's')]
+            '--image-size', '64', '--batch-size', '32', '--num-epochs', '1', '--device', 'cpu',
+            '--out', str(tmp_path / 's')]
     assert main(['sweep', *grid, '--dry-run']) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and 'top-5 error is always 0' in err
@@ -231,21 +247,24 @@ def test_image_folder_with_a_validation_split_held_out(tmp_path, session_env, ca
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     (row,) = json.loads((tmp_path / 's' / 'results.json').read_text())['runs']
     assert (row['n_train'], row['num_classes']) == (90, 3)          # 40 a class, 10 held out for validation
-    config = json.loads((tmp_path / 's' / 'resnet18' / 'subset_1.0000' / 'seed_0' / 'metrics.json').read_text())['config']
-    assert config['validation_fraction'] == 0.25 and config['select_on'] == 'val_top1_error'   # reached the papermill job
-    assert (session_env / 'builds.jsonl').read_text() == builds    # other processes: the job and the evaluation reused the caches
+    run = tmp_path / 's' / 'resnet18' / 'subset_1.0000' / 'seed_0'
+    config = json.loads((run / 'metrics.json').read_text())['config']
+    assert config['validation_fraction'] == 0.25 and config['select_on'] == 'val_top1_error'   # reached the job
+    assert (session_env / 'builds.jsonl').read_text() == builds    # the job and the evaluation reused the caches
 
 
 def test_budget_check_trains_only_twins_at_twice_the_steps(tuned_sweep):
-    """The tuned sweep again with --budget-check (no sizes: its largest and smallest): the plan lists the twins, then only
-    they train, each at the rate its size selected, as rows with steps_factor 2 that select nothing. (Last in the module:
-    the tests above read the sweep without twins.)"""
+    """The tuned sweep again with --budget-check (no sizes: its largest and smallest): the plan lists the twins, then
+    only they train, each at the rate its size selected, as rows with steps_factor 2 that select nothing. (Last in the
+    module: the tests above read the sweep without twins.)"""
     out, args, root = tuned_sweep['out'], tuned_sweep['args'], tuned_sweep['root']
-    files = lambda: {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.name in ('last.pt', 'best.pt', 'metrics.json', 'log.jsonl')}
+    files = lambda: run_files(out)
     before = files()
-    chosen = {r['subset_size']: r['learning_rate'] for r in json.loads((out / 'results.json').read_text())['runs'] if r['selected']}
+    chosen = {r['subset_size']: r['learning_rate'] for r in json.loads((out / 'results.json').read_text())['runs']
+              if r['selected']}
     p = minisweep(*args, '--budget-check', '--dry-run', cwd=root)
-    assert p.returncode == 0 and 'and 2 twins at twice the steps (budget check at 0.5, 0.25)' in p.stdout, p.stdout + p.stderr
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert 'and 2 twins at twice the steps (budget check at 0.5, 0.25)' in p.stdout, p.stdout
     for f, lr in chosen.items():                                   # each size's grid is done: the twin's rate is known
         assert f'resnet18/subset_{f:.4f}/lr_{lr:g}/seed_0_steps2 pending' in p.stdout, p.stdout
     assert files() == before
@@ -258,13 +277,14 @@ def test_budget_check_trains_only_twins_at_twice_the_steps(tuned_sweep):
     twins = [r for r in rows if r['steps_factor'] == 2]
     assert sorted((r['subset_size'], r['learning_rate']) for r in twins) == sorted(chosen.items())
     assert all(r['run_dir'].endswith('/seed_0_steps2') and r['selected'] is False for r in twins)
-    assert {r['subset_size']: r['learning_rate'] for r in rows if r['selected']} == chosen      # the twins chose nothing
+    assert {r['subset_size']: r['learning_rate'] for r in rows if r['selected']} == chosen   # the twins chose nothing
     assert sorted(r['steps_factor'] for r in rows) == [1, 1, 1, 1, 2, 2]
     for r in rows:                               # every row: the clean training error, and one validation per epoch
         assert 0 <= r['train_top5_error'] <= r['train_top1_error'] <= 1 and r['n_validations'] == r['epochs'], r
         assert r['epochs'] == 4 * r['steps_factor'], r
     # a real measurement: at the largest size the model ranks its own images' labels better than chance (top-5: 0.5)
-    assert all(r['train_top5_error'] < 0.5 for r in rows if r['subset_size'] == 0.5 and (r['selected'] or r['steps_factor'] == 2)), rows
+    assert all(r['train_top5_error'] < 0.5 for r in rows
+               if r['subset_size'] == 0.5 and (r['selected'] or r['steps_factor'] == 2)), rows
     # the figures read the twins: summary.md has a budget check with a verdict per size, fits.json the same sizes
     md = (out / 'figures' / 'summary.md').read_text()
     assert 'Budget check: a twin of seed 0 trained at twice the steps.' in md, md
