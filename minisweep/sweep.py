@@ -13,7 +13,8 @@ import minisweep
 from .core import (SAMPLE, SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete,
                             lr_folder, no_link, read_log, run_key, select_learning_rates, setting_problem,
                             subset_folder)
-from .data import cache_dir, decoded_split, load_splits, sample_dataset, stored_size, subset_counts
+from .data import (check_cache_dir, decoded_split, load_splits, sample_dataset, stored_size,
+                            subset_counts)
 from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local
 from .models import check_image_size, model_spec
 from .ray_executor import check_ray, run_ray
@@ -24,8 +25,8 @@ from .train import TrainConfig, check_select_on, run_length, validation_epochs
 __all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'METRICS_TYPES', 'KIND_NAMES', 'SWEEP_FILES', 'EXECUTORS', 'read_metrics', 'Sweep',
            'versions', 'git_commit', 'now', 'grows', 'read_sweep_record', 'SweepRecord', 'sweep_lock', 'fmt_secs',
            'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table', 'check_links',
-           'check_cache_folder', 'clear_stale_temps', 'check_sweep', 'pending_jobs', 'run_jobs', 'curves_report',
-           'cleaned_runs', 'report_sweep', 'run_sweep', 'run_state', 'plan', 'plan_text', 'clean_sweep']
+           'clear_stale_temps', 'check_sweep', 'pending_jobs', 'run_jobs', 'curves_report', 'cleaned_runs',
+           'report_sweep', 'run_sweep', 'run_state', 'plan', 'plan_text', 'clean_sweep']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -515,14 +516,6 @@ def check_links(sweep: Sweep, fig_dir: Path | None = None):
         no_link(fig_dir, root=out if out in fig_dir.parents else fig_dir.parent)
         for p in fig_dir.iterdir() if fig_dir.is_dir() else []: no_link(p, root=fig_dir)
 
-def check_cache_folder() -> Path:
-    "The decode cache's folder, `$MINISWEEP_CACHE`: a folder this process can write in, else one line."
-    path = cache_dir()
-    try: check_writable(path)
-    except UserError: raise UserError(f'the decode cache folder {path} ($MINISWEEP_CACHE) is not a folder minisweep '
-                                      f'can write in: point MINISWEEP_CACHE at one') from None
-    return path
-
 def clear_stale_temps(out: Path) -> list:
     "Remove the temporary files and folders (`.*.tmp`) a killed sweep left in `out`; returns them."
     stale = sorted(no_link(p, root=out) for p in Path(out).glob('.*.tmp'))
@@ -543,7 +536,7 @@ def check_sweep(sweep: Sweep,                     # the grid and shared settings
     sweep.check()
     if executor not in EXECUTORS: raise UserError(f'unknown executor {executor!r}: use {" or ".join(EXECUTORS)}')
     if executor == 'ray': check_ray(Path(sweep.out), **executor_kw)
-    else: check_cache_folder()
+    else: check_cache_dir()
     out = Path(sweep.out).expanduser().absolute(); sweep.out = str(out)
     fig_dir = out / Path(figures).expanduser() if figures else None      # each sweep's figures in a home of their own
     check_links(sweep, fig_dir)

@@ -6,7 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent          # the interpreter running pytest: minisweep is installed there
-OFFLINE = dict(HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')
+# offline; and last.pt written at every validation, as the tests of kills and resumes expect (a user's runs write it
+# at most once a minute)
+OFFLINE = dict(HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', MINISWEEP_LAST_PT_SECONDS='0')
 
 
 def pytest_configure(config):

@@ -80,7 +80,8 @@ def test_a_bad_write_interval_is_one_line(tmp_path, monkeypatch, value):
     assert 'MINISWEEP_LAST_PT_SECONDS' in one_line(e) and not (tmp_path / 'run').exists()
 
 
-RUN = 'import json, sys\nfrom minisweep.train import TrainConfig, train_run\ntrain_run(TrainConfig(**json.loads(sys.argv[1])))'
+RUN = ('import json, sys\nfrom minisweep.train import TrainConfig, train_run\n'
+       'train_run(TrainConfig(**json.loads(sys.argv[1])))')
 
 def test_a_run_killed_before_its_first_last_pt_trains_again_to_the_same_end(tmp_path, kept):
     """Killed (SIGKILL) after two validations and before any last.pt (interval 1 hour): the run starts again, with

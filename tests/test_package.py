@@ -36,7 +36,7 @@ def test_installed_package_works_outside_the_repo(wheel, tmp_path):
     site = tmp_path / 'site'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(site), str(wheel)],
                    check=True)
-    code = ("import minisweep, minisweep.data as d, minisweep.sweep as s\n"
+    code = ("import minisweep, minisweep.data as d, minisweep.jobs as s\n"
             "assert minisweep.__file__.startswith(%r), minisweep.__file__\n"
             "assert s.train_notebook().is_file() and str(s.train_notebook()).startswith(%r)\n"
             "sp = d.load_splits(d.sample_dataset())\n"

@@ -18,13 +18,18 @@ def cells(kind: str):
             if c['cell_type'] == kind: yield nb.name, i, ''.join(c['source'])
 
 
+# Lines nbdev writes by itself, at widths of its own (its index at 140, `__all__` at 120 after the name): no notebook
+# can shorten them, so they are the only lines not counted. Everything minisweep's own notebooks write is.
+def generated(f: Path, line: str) -> bool: return f.name == '_modidx.py' or line.startswith('__all__ = [')
+
+
 def long_lines() -> list:
     "Every line over the limit in the code of the library, tests, bench and tools, and of the notebooks' code cells."
     found = []
     for folder in ('minisweep', 'tests', 'bench', 'tools'):
         for f in sorted(p for p in (ROOT / folder).rglob('*') if p.suffix in ('.py', '.sh')):
             found += [f'{f.relative_to(ROOT)}:{n}' for n, l in enumerate(f.read_text().splitlines(), 1)
-                      if len(l) > MAX_LINE]
+                      if len(l) > MAX_LINE and not generated(f, l)]
     for name, i, src in cells('code'):
         found += [f'nbs/{name} cell {i}' for l in src.splitlines() if len(l) > MAX_LINE]
     return found
