@@ -26,9 +26,10 @@ from minisweep.data import sample_dataset, stored_size
 from minisweep.train import load_checkpoint
 
 R1, R2 = 'resnet18/subset_0.2500/seed_0', 'resnet18/subset_0.1250/seed_0'   # the grid's runs, in the order they run
-GRID = ['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0', '--num-epochs', '2', '--batch-size',
-        '32',
-        '--image-size', '64', '--dataset', '', '--device', 'cpu', '--no-bf16', '--figures', '']
+# --keep-last: the tests below compare every checkpoint of a finished run, last.pt too
+GRID = ['--models', 'resnet18', '--subset-sizes', '0.25', '0.125', '--seeds', '0', '--num-epochs', '2',
+        '--batch-size', '32', '--image-size', '64', '--dataset', '', '--device', 'cpu', '--no-bf16', '--figures', '',
+        '--keep-last']
 ONE_RUN = ['--models', 'resnet18', '--subset-sizes', '0.125', '--seeds', '0', '--num-epochs', '1', '--batch-size', '32',
            '--image-size', '64', '--dataset', '', '--device', 'cpu', '--no-bf16', '--figures', '']
 STORED = stored_size(64)          # 73: side of the decoded cache of 64 px crops
@@ -605,7 +606,9 @@ def bad(tmp_path_factory):
     pq.write_table(t.set_column(i, t.schema.field(i), pa.array([0, 1, 5, 1], type=t.schema.field(i).type)), f)
     row = dict(model='resnet18', subset_size=0.5, seed=0, n_train=200, top1_error=0.5, top5_error=0.2, test_loss=1.5,
                best_epoch=1, val_top5_error=0.2, train_seconds=3.0, num_classes=10,
-               run_dir='resnet18/subset_0.5000/seed_0')
+               run_dir='resnet18/subset_0.5000/seed_0', learning_rate=0.2, default_learning_rate=0.2,
+               val_top1_error=0.5, val_loss=1.5, select_on='val_top5_error', selected=True, dataset='sample',
+               split='test', n_test=100, epochs=1)
     for name, change in dict(nanres={'top5_error': float('nan')}, nullres={'top1_error': None},
                              rundir12={'run_dir': 12},
                              modelnull={'model': None}).items():
@@ -918,7 +921,7 @@ def test_a_crafted_last_pt_runs_no_code_and_the_run_starts_again(tmp_path):
     from minisweep.train import CKPT_FORMAT, TrainConfig, train_run
     import torch
     cfg = TrainConfig(model='resnet18', subset_size=0.125, image_size=64, num_epochs=1, batch_size=32, device='cpu',
-                      bf16=False, progress=False, out_dir=str(tmp_path / 'run'))
+                      bf16=False, progress=False, keep_last=True, out_dir=str(tmp_path / 'run'))
     (tmp_path / 'run').mkdir()
     torch.save({'format': CKPT_FORMAT, 'config': {}, 'model': Payload(tmp_path / 'payload-ran')},
                tmp_path / 'run' / 'last.pt')

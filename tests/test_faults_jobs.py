@@ -66,8 +66,9 @@ def test_check_cells_do_not_run_in_a_job(tmp_path, tmpdir_env):
     assert ''.join(ran[-1]['outputs'][0]['text']) == 'x is 3\n'
 
 
-DRIVER = '''import sys
+DRIVER = '''import signal, sys
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C as in a terminal, even if started in the background
 import minisweep.jobs as jobs
 nb, out, n_gpus = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 jobs.train_notebook = lambda: nb

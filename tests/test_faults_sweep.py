@@ -124,7 +124,7 @@ def test_a_cache_folder_that_cannot_hold_the_cache_fails_before_any_job(kind, tm
     monkeypatch.setenv('MINISWEEP_CACHE', str(cache))
     out = tmp_path / 'sweep'
     rc, _, lines = run_main('sweep', *GRID, '--out', out)
-    one_line(rc, lines, f'the decode cache folder {cache} ($MINISWEEP_CACHE)')
+    one_line(rc, lines, f'the decode cache {cache} (MINISWEEP_CACHE)')
     assert not out.exists()
 
 

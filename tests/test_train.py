@@ -26,9 +26,9 @@ RESULT_KEYS = ('n_train', 'num_classes', 'epochs_run', 'planned_epochs', 'steps'
 def sample_cfg(out_dir, **kw) -> TrainConfig:
     """A run on the shipped sample small enough for the default test run: a quarter of it, 100 images, 3 steps an epoch.
     On the CPU (exact comparisons) and in float32 (bf16 autocast on a CPU is slower, and would test nothing more
-    here)."""
+    here). It keeps last.pt, which the tests of resumes compare."""
     base = dict(model='resnet18', subset_size=0.25, seed=0, image_size=64, num_epochs=5, batch_size=32,
-                device='cpu', bf16=False, progress=False, out_dir=str(out_dir))
+                device='cpu', bf16=False, progress=False, keep_last=True, out_dir=str(out_dir))
     return TrainConfig(**{**base, **kw})
 
 
@@ -56,13 +56,17 @@ def reference_run(tmp_path_factory):
 
 def test_papermill_job(tmp_path, venv_path_env):
     "The training notebook as the sweep runs it: parameters in, the run directory and an executed report out."
+    from minisweep.jobs import job_notebook
     out_dir, out_nb = tmp_path / 'run', tmp_path / 'train.ipynb'
-    cmd = ['papermill', 'nbs/02_train.ipynb', str(out_nb), '-p', 'model', 'resnet18', '-p', 'subset_size', '0.5',
+    (tmp_path / 'job').mkdir()
+    job = job_notebook(ROOT / 'nbs' / '02_train.ipynb', tmp_path / 'job')       # the chapter less its check cells
+    cmd = ['papermill', str(job), str(out_nb), '-p', 'model', 'resnet18', '-p', 'subset_size', '0.5',
            '-p', 'out_dir', str(out_dir), '-p', 'num_epochs', '2', '-p', 'progress', 'False']
     p = subprocess.run(cmd, cwd=ROOT, env=venv_path_env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
 
-    assert {'log.jsonl', 'best.pt', 'last.pt', 'metrics.json'} <= {f.name for f in out_dir.iterdir()}
+    files = {f.name for f in out_dir.iterdir()}
+    assert {'log.jsonl', 'best.pt', 'metrics.json'} <= files and 'last.pt' not in files     # dropped: no --keep-last
     lines = (out_dir / 'log.jsonl').read_text().splitlines()
     assert len(lines) == 2
     rows = [json.loads(l) for l in lines]
@@ -136,7 +140,8 @@ def budget_run(tmp_path_factory, session_env):
     d = tmp_path_factory.mktemp('budget')
     args = ['train', '--model', 'resnet18', '--subset-sizes', '0.5', '--num-epochs', '6', '--batch-size', '32',
             '--image-size', '64',
-            '--dataset', '', '--device', 'cpu', '--no-bf16', '--max-validations', '2', '--checkpoint-dir', str(d)]
+            '--dataset', '', '--device', 'cpu', '--no-bf16', '--max-validations', '2', '--keep-last',
+            '--checkpoint-dir', str(d)]
     # offline, the session's cache
     env = dict(os.environ, PATH=os.pathsep.join([str(VENV_BIN), os.environ.get('PATH', '')]))
     p = subprocess.run([MINISWEEP, *args], cwd=d, env=env, capture_output=True, text=True, timeout=600)
