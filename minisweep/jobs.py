@@ -248,22 +248,25 @@ def run_local(jobs: list,                # (key, params, run_dir) of every run t
     import queue
     q, lock = queue.Queue(), threading.Lock()
     for j in jobs: q.put(j)
-    def worker(gpu):
-        while not _STOPPING.is_set():
-            try: key, params, run_dir = q.get_nowait()
-            except queue.Empty: return
-            with lock: on_start(key, f' on GPU {gpu}')
-            res = execute_job(nb, run_dir / 'train.ipynb', params, env={'CUDA_VISIBLE_DEVICES': gpu},
-                              root=sweep_folder(run_dir))
-            if _STOPPING.is_set(): return
-            with lock: on_end(key, *res)
-    threads = [threading.Thread(target=worker, args=(g,)) for g in job_gpus(n_gpus)]
+    def worker(gpu, done):
+        try:
+            while not _STOPPING.is_set():
+                try: key, params, run_dir = q.get_nowait()
+                except queue.Empty: return
+                with lock: on_start(key, f' on GPU {gpu}')
+                res = execute_job(nb, run_dir / 'train.ipynb', params, env={'CUDA_VISIBLE_DEVICES': gpu},
+                                  root=sweep_folder(run_dir))
+                if _STOPPING.is_set(): return
+                with lock: on_end(key, *res)
+        finally: done.set()
+    dones = [threading.Event() for _ in job_gpus(n_gpus)]
+    threads = [threading.Thread(target=worker, args=(g, d)) for g, d in zip(job_gpus(n_gpus), dones)]
     with _sigterm_raises():
         for t in threads: t.start()
         try:
             for t in threads: t.join()
         except BaseException:
             _stop_jobs()
-            for t in threads: t.join()
+            while not all(d.is_set() for d in dones): time.sleep(0.05)   # not `join`: see above
             raise
         finally: _STOPPING.clear()

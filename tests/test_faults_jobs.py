@@ -102,7 +102,7 @@ def test_job_folders_are_removed_on_sigterm_and_sigint(tmp_path, tmpdir_env, n_g
     assert p.returncode == code, err
     assert 'Traceback' not in err and err.strip().splitlines() == (['interrupted'] if code == 130 else [])
     assert out.count('start') == n_gpus and 'end' not in out      # an interrupted run stays unfinished
-    assert job_folders(tmp) == []
+    assert job_folders(tmp) == [], [list(d.rglob("*")) for d in job_folders(tmp)]
 
 
 def test_the_folder_of_a_killed_sweep_is_swept_at_the_next_start(tmp_path, tmpdir_env):
