@@ -212,8 +212,11 @@ def _curves_parser(sub):
 def _demo_parser(sub):
     d = sub.add_parser('demo', help='the whole sweep on the shipped sample, on any machine (a few minutes on a CPU)',
                        description='Both models, four subset sizes, two seeds, on the 10-class sample shipped with '
-                                   'minisweep.')
+                                   'minisweep. It ends as `minisweep clean` does: the results, reports and figures '
+                                   'stay, the checkpoints go (16 runs, 2.1 GiB), unless --keep-checkpoints.')
     d.add_argument('--out', default='runs/demo', help='sweep folder (default %(default)s)')
+    d.add_argument('--keep-checkpoints', action='store_true',
+                   help="keep every finished run's best.pt (2.1 GiB), for `minisweep eval`")
     d.add_argument('--figures', default=None, help=FIGURES_HELP)
     setting_flags(d, ['device'])
 
@@ -365,6 +368,11 @@ def cmd_demo(args) -> int:
     wall, busy = dt.datetime.now().timestamp() - start, _busy_seconds(args.out, start)
     if busy:
         print(f'efficiency: {busy:.0f} s of training and validation in {wall:.0f} s of wall time ({busy / wall:.2f})')
+    if not args.keep_checkpoints:
+        from minisweep.sweep import clean_sweep
+        removed, freed = clean_sweep(args.out)
+        if removed: print(f'freed {freed / 2**30:.1f} GiB: the checkpoints of {len(removed)} finished runs '
+                          f'(--keep-checkpoints keeps them for `minisweep eval`)')
     return 0 if res.ok else 1
 
 def cmd_clean(args) -> int:

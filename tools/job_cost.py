@@ -54,6 +54,8 @@ def demo(out: Path) -> int:
           f'{sum(train):.1f} s, efficiency {sum(train) / wall:.2f}; '
           f'fixed cost {(wall - sum(train)) / max(1, len(train)):.1f} s a run '
           '(the curves report and the sweep\'s own work included)')
+    size = sum(f.stat().st_size for f in out.rglob('*') if f.is_file() and not f.is_symlink())
+    print(f'demo: {size / 1e9:.2f} GB left in {out}')
     return p.returncode
 
 
