@@ -59,12 +59,17 @@ def setting_flags(p, names):
         else: p.add_argument(flag, type=_setting_type(name, anno), default=default, help=f'{doc} (default %(default)s)')
 
 # %% ../nbs/06_cli.ipynb #sp03
+def _dataset_name(s: str) -> str:
+    "The --dataset text, held to its rule: the sample's one name is ''."
+    if problem := setting_problem('dataset', s): raise argparse.ArgumentTypeError(f'dataset {problem}, got {s!r}')
+    return s
+
 def _dataset_flags(p: argparse.ArgumentParser):
     "--dataset, and a flag per field of `LAYOUT` (how the dataset names its splits and columns)."
     g = p.add_argument_group('dataset')
-    g.add_argument('--dataset', default=DEFAULT_DATASET,
-                   help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; sample (or ''): "
-                        "the 10-class sample shipped with minisweep (default %(default)s)")
+    g.add_argument('--dataset', default=DEFAULT_DATASET, type=_dataset_name,
+                   help="Hub id, or a folder: parquet shards, an ImageFolder or save_to_disk output; '' (empty): "
+                        "the 10-class sample shipped with minisweep (default %(default)s, the study's dataset)")
     setting_flags(g, LAYOUT)
 
 # %% ../nbs/06_cli.ipynb #sp04

@@ -12,7 +12,7 @@ __all__ = ['DEFAULT_DATASET', 'SAMPLE', 'LAYOUT', 'RUN_FILES', 'KINDS', 'METRICS
            'CONTEXT_COLUMNS', 'BUDGET_COLUMNS', 'RESULT_COLUMNS', 'SELECT_ON', 'CHOICES', 'SEED_MAX', 'RULES',
            'UserError', 'check_fraction', 'file_mode', 'atomic_write', 'check_writable', 'n_workers', 'no_link',
            'subset_folder', 'lr_folder', 'run_key', 'is_complete', 'read_log', 'kind_problem', 'check_record',
-           'read_record', 'select_learning_rates', 'setting_problem', 'Settings']
+           'read_record', 'recover_hint', 'read_run_metrics', 'select_learning_rates', 'setting_problem', 'Settings']
 
 # %% ../nbs/00_core.ipynb #k04
 class UserError(ValueError):
@@ -21,8 +21,8 @@ class UserError(ValueError):
 # %% ../nbs/00_core.ipynb #k07
 from fractions import Fraction
 
-DEFAULT_DATASET = 'timm/mini-imagenet'
-SAMPLE = 'sample'   # the name of the sample shipped with minisweep, wherever a dataset is asked for
+DEFAULT_DATASET = 'timm/mini-imagenet'   # the command line's default: the study's dataset
+SAMPLE = ''   # the one name of the sample shipped with minisweep, wherever a dataset is asked for
 
 def check_fraction(fraction: float | str) -> float:
     "`fraction` (a number, or text such as '0.125' or '1/8') as a float, or a `UserError` when it is not in (0, 1]."
@@ -109,8 +109,9 @@ def run_key(model: str, subset_size: float, seed: int, learning_rate: float | No
 
 def is_complete(run_dir: Path) -> bool:
     "A run is complete when its `metrics.json` exists, can be read, and says `done`."
-    try: return json.loads((Path(run_dir) / 'metrics.json').read_text()).get('status') == 'done'
+    try: m = json.loads((Path(run_dir) / 'metrics.json').read_text())
     except (OSError, ValueError): return False
+    return isinstance(m, dict) and m.get('status') == 'done'
 
 # %% ../nbs/00_core.ipynb #ly_11
 def read_log(run_dir: Path) -> list:
@@ -173,6 +174,15 @@ METRICS_FIELDS = dict(   # what a finished run's metrics.json holds that evaluat
     epochs_run=int, validations=int, lr=float, val_top1_error=float, val_top5_error=float, val_loss=float,
     train_seconds=float, train_top1_error=(float, None), train_top5_error=(float, None))
 
+# %% ../nbs/00_core.ipynb #rc_05
+def recover_hint(run_dir: Path) -> str:
+    "The way out for a finished run whose records are damaged: the folder to delete, and what trains it again."
+    return f'to recover, delete the run folder {run_dir} and train that run again (rerunning its sweep does)'
+
+def read_run_metrics(run_dir: Path) -> dict:
+    "A finished run's `metrics.json`, every field of `METRICS_FIELDS` checked; else one line that says what to delete."
+    return read_record(Path(run_dir) / 'metrics.json', METRICS_FIELDS, recover_hint(run_dir))
+
 # %% ../nbs/00_core.ipynb #ly_14
 RESULTS_FORMAT = 'minisweep.results/1'
 # added with the learning rate as an axis of the grid: results files written before it have none of them
@@ -231,6 +241,8 @@ RULES = {   # setting: (test of a value, what a good value is); a setting not na
     **{k: (lambda v, names=names: v in names, f'must be one of {", ".join(names)}') for k, names in CHOICES.items()},
     **dict.fromkeys(('train_split', 'validation_split', 'test_split', 'image_column', 'label_column'),
                     (lambda v: isinstance(v, str) and v != '', 'must be a name')),
+    'dataset': (lambda v: v != 'sample', "is '' (--dataset '') for the sample shipped with minisweep, "
+                                          "./sample for a folder named sample"),
 }
 
 # %% ../nbs/00_core.ipynb #sp03
@@ -246,7 +258,7 @@ class Settings:
     model: str = 'resnet18'                # architecture: alexnet or resnet18
     subset_size: float = 1.0               # fraction of each training class to train on, in (0, 1]
     seed: int = 0                          # seed of the subset, the initialisation and the batch order
-    dataset: str = ''                      # Hub id or folder (parquet, ImageFolder, save_to_disk); '' or 'sample': ours
+    dataset: str = ''                      # Hub id or folder (parquet, ImageFolder, save_to_disk); '': our sample
     train_split: str = 'train'             # the dataset's name of its training split
     validation_split: str = 'validation'   # the dataset's name of its validation split
     test_split: str = 'test'               # the dataset's name of its test split (evaluation reads it)

@@ -4,15 +4,15 @@
 
 # %% ../nbs/05_sweep.ipynb #c003
 from __future__ import annotations
-import contextlib, datetime as dt, errno, fcntl, json, math, numbers, os, platform, shutil, stat, subprocess, sys
+import contextlib, datetime as dt, errno, fcntl, json, math, os, platform, shutil, stat, subprocess, sys
 import tempfile, threading
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import minisweep
-from .core import (SAMPLE, SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete,
-                            lr_folder, no_link, read_log, run_key, select_learning_rates, setting_problem,
-                            subset_folder)
+from .core import (SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete,
+                            lr_folder, no_link, read_log, read_run_metrics, run_key, select_learning_rates,
+                            setting_problem, subset_folder)
 from .data import (check_cache_dir, decoded_split, load_splits, sample_dataset, stored_size,
                             subset_counts)
 from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local
@@ -20,13 +20,12 @@ from .models import check_image_size, model_spec
 from .ray_executor import check_ray, run_ray
 from .train import TrainConfig, check_select_on, run_length, validation_epochs
 
-
 # %% auto #0
-__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'METRICS_TYPES', 'KIND_NAMES', 'SWEEP_FILES', 'EXECUTORS', 'read_metrics', 'Sweep',
-           'versions', 'git_commit', 'now', 'grows', 'read_sweep_record', 'SweepRecord', 'sweep_lock', 'fmt_secs',
-           'Progress', 'validation_line', 'LogTail', 'prepare_caches', 'SweepResult', 'failure_table', 'check_links',
-           'clear_stale_temps', 'check_sweep', 'pending_jobs', 'run_jobs', 'curves_report', 'cleaned_runs',
-           'report_sweep', 'run_sweep', 'run_state', 'plan', 'plan_text', 'clean_sweep']
+__all__ = ['SWEEP_FORMAT', 'TRAIN_FIXED', 'SWEEP_FILES', 'EXECUTORS', 'Sweep', 'versions', 'git_commit', 'now', 'grows',
+           'read_sweep_record', 'SweepRecord', 'sweep_lock', 'fmt_secs', 'Progress', 'validation_line', 'LogTail',
+           'prepare_caches', 'SweepResult', 'failure_table', 'check_links', 'clear_stale_temps', 'check_sweep',
+           'pending_jobs', 'run_jobs', 'curves_report', 'cleaned_runs', 'report_sweep', 'run_sweep', 'run_state',
+           'plan', 'plan_text', 'clean_sweep']
 
 # %% ../nbs/05_sweep.ipynb #c006
 SWEEP_FORMAT = 'minisweep.sweep/1'
@@ -46,32 +45,6 @@ def _check_rates(rates, model: str) -> list:
         raise UserError(f'learning rates of {model} share a folder name ({", ".join(names)}): '
                         f'make them differ in their first 6 digits')
     return sorted(out)
-
-# %% ../nbs/05_sweep.ipynb #rd_02
-METRICS_TYPES = dict(model=str, subset_size=numbers.Real, seed=numbers.Integral, n_train=numbers.Integral,
-                     num_classes=numbers.Integral, best_epoch=numbers.Integral, val_top5_error=numbers.Real,
-                     val_top1_error=numbers.Real, val_loss=numbers.Real, train_seconds=numbers.Real, config=dict)
-
-KIND_NAMES = {str: 'text', numbers.Real: 'number', numbers.Integral: 'whole number', dict: 'dict'}
-
-def _fits(value, kind) -> bool:
-    "Whether `value` is of `kind`: a bool is no number, a number is finite."
-    if kind is dict or kind is str: return isinstance(value, kind)
-    return isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-
-def read_metrics(run_dir: Path) -> dict:
-    "A finished run's `metrics.json`, each field of `METRICS_TYPES` present and of its type, else a `UserError`."
-    path = Path(run_dir) / 'metrics.json'
-    try: m = json.loads(path.read_text())
-    except (OSError, ValueError) as e: m, why = None, f'cannot be read: {getattr(e, "strerror", None) or e}'
-    else: why = 'is not a JSON object'
-    if isinstance(m, dict):
-        why = next((f'has no {k}' if k not in m else f'has {k} {m[k]!r}, not a {KIND_NAMES[t]}'
-                    for k, t in METRICS_TYPES.items() if k not in m or not _fits(m[k], t)), None)
-    if why: raise UserError(f'{path} {why}: delete the run folder {Path(run_dir)} and rerun the same command '
-                            f'to train that run again')
-    return m
-
 
 # %% ../nbs/05_sweep.ipynb #sp01
 @dataclass
@@ -104,7 +77,7 @@ class Sweep:
         unknown = set(self.train) - {setting.name for setting in fields(TrainConfig)}
         if unknown: raise UserError(f'unknown training setting(s): {", ".join(sorted(unknown))}')
         ds = self.train.get('dataset') or ''
-        if ds == SAMPLE: ds = self.train['dataset'] = ''     # one spelling of the sample: a folder resumes
+        if problem := setting_problem('dataset', ds): raise UserError(f'dataset {problem}, got {ds!r}')
         if ds and Path(ds).expanduser().exists():             # a folder, absolute: jobs run elsewhere
             self.train['dataset'] = str(Path(ds).expanduser().resolve())
         self._check_learning_rates()
@@ -183,7 +156,7 @@ class Sweep:
         "The rate of `model`'s twin at `subset_size`: its one rate, or the one its size selects; None: not known yet."
         if not self.tunes(model): return self.rates(model)[0]
         runs = [(lr, s, self.run_dir(model, subset_size, s, lr)) for lr in self.rates(model) for s in self.seeds]
-        done = [(lr, s, read_metrics(d)) for lr, s, d in runs if is_complete(d)]
+        done = [(lr, s, read_run_metrics(d)) for lr, s, d in runs if is_complete(d)]
         if not done or wait and len(done) < len(runs): return None
         import pandas as pd
         df = pd.DataFrame([dict(model=model, subset_size=subset_size, learning_rate=lr, seed=s,
@@ -298,7 +271,7 @@ class SweepRecord:
         entry = dict(model=m, subset_size=f, seed=s, learning_rate=sw.config(m, f, s, lr).lr, run_dir=key)
         r = self.data['runs'].setdefault(key, entry | ({'steps_factor': steps_factor} if steps_factor != 1 else {}))
         run_dir = sw.run_dir(m, f, s, lr, steps_factor)
-        r['state'] = 'done' if is_complete(run_dir) and read_metrics(run_dir) else 'pending'
+        r['state'] = 'done' if is_complete(run_dir) and read_run_metrics(run_dir) else 'pending'
         if r['state'] == 'pending': r.pop('error', None)
         return key
 
@@ -658,9 +631,8 @@ def run_sweep(sweep: Sweep,             # the grid and shared settings
 # %% ../nbs/05_sweep.ipynb #k02
 def run_state(run_dir: Path) -> str:
     "done (its metrics.json, sound), partial (a last.pt or a logged validation: it resumes) or pending."
-    if is_complete(run_dir) and read_metrics(run_dir): return 'done'
+    if is_complete(run_dir) and read_run_metrics(run_dir): return 'done'
     return 'partial' if (Path(run_dir) / 'last.pt').exists() or read_log(run_dir) else 'pending'
-
 
 # %% ../nbs/05_sweep.ipynb #sp11
 def _plan_row(key: str, cfg: TrainConfig, labels, note: str = '') -> dict:
@@ -736,9 +708,8 @@ def clean_sweep(out: Path) -> tuple:
             run_dir = out / r['run_dir']
             no_link(run_dir / 'metrics.json', root=out)
             if not is_complete(run_dir): continue
-            read_metrics(run_dir)
+            read_run_metrics(run_dir)
             found += [no_link(run_dir / name, root=out) for name in ('best.pt', 'last.pt')]
         removed = [(p, p.stat().st_size) for p in found if p.is_file()]
         for p, _ in removed: p.unlink()
     return [p for p, _ in removed], sum(size for _, size in removed)
-

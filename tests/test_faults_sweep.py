@@ -81,11 +81,14 @@ def test_a_foreign_sweep_json_is_one_line(kind, dry_run, tmp_path):
     assert (out / 'sweep.json').read_text() == text and not (out / 'resnet18').exists()
 
 
-DAMAGED_METRICS = {
-    'no model': (dict(status='done', subset_size=0.25, seed=0), 'has no model'),
-    'n_train as text': (dict(status='done', model='resnet18', subset_size=0.25, seed=0, n_train='many'),
-                        "has n_train 'many', not a whole number"),
-    'a boolean seed': (dict(status='done', model='resnet18', subset_size=0.25, seed=True), 'has seed True'),
+SOUND_METRICS = dict(status='done', model='resnet18', subset_size=0.25, seed=0, config={}, n_train=100,
+                     num_classes=10, best_epoch=1, epochs_run=1, validations=1, lr=0.05, val_top1_error=0.5,
+                     val_top5_error=0.1, val_loss=1.5, train_seconds=1.0, train_top1_error=None, train_top5_error=None)
+DAMAGED_METRICS = {   # one field spoiled in an otherwise sound record: the line names that field (core's wording)
+    'no model': ({k: v for k, v in SOUND_METRICS.items() if k != 'model'}, "metrics.json has no field 'model'"),
+    'n_train as text': (SOUND_METRICS | dict(n_train='many'),
+                        "metrics.json: n_train must be a whole number, got 'many'"),
+    'a boolean seed': (SOUND_METRICS | dict(seed=True), 'metrics.json: seed must be a whole number, got True'),
 }
 
 
@@ -98,8 +101,18 @@ def test_a_damaged_metrics_json_says_what_to_delete(kind, dry_run, tmp_path):
     (run / 'metrics.json').write_text(json.dumps(metrics))
     rc, _, lines = run_main('sweep', *GRID, '--out', out, *(['--dry-run'] if dry_run else []))
     one_line(rc, lines, says)
-    assert f'delete the run folder {run}' in lines[0]
+    assert f'to recover, delete the run folder {run} and train that run again' in lines[0]
     assert not (out / 'resnet18' / 'subset_0.5000').exists()                 # found before any job
+
+
+def test_a_metrics_json_that_is_no_record_is_an_unfinished_run(tmp_path):
+    "A JSON list in place of metrics.json never says done: the run is planned again (training rewrites the file)."
+    out = tmp_path / 'sweep'
+    run = out / 'resnet18' / 'subset_0.2500' / 'seed_0'; run.mkdir(parents=True)
+    (run / 'metrics.json').write_text('["done"]')
+    rc, printed, lines = run_main('sweep', *GRID, '--out', out, '--dry-run')
+    assert rc == 0 and not lines, lines
+    assert '2 runs: 0 done, 0 partial, 2 pending' in printed, printed
 
 
 @pytest.mark.skipif(setting_problem('seed', 2**32) is None, reason="core's seed rule has no upper bound")
