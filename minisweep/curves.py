@@ -811,7 +811,7 @@ def plot_lr_sensitivity(
               bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 # %% ../nbs/04_curves.ipynb #f10
-def _dataset_name(v): return 'the sample shipped with minisweep' if v in ('', SAMPLE) else str(v)
+def _dataset_name(v): return 'the sample shipped with minisweep' if v == SAMPLE else str(v)
 
 # %% ../nbs/04_curves.ipynb #sp13
 def _span(values, unit):

@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .core import (METRICS_FIELDS, RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write,
-                            check_record, is_complete, no_link, read_record, select_learning_rates)
+from .core import (RESULT_COLUMNS, RESULTS_FORMAT, RUN_FILES, UserError, atomic_write,
+                            check_record, is_complete, no_link, read_run_metrics, recover_hint,
+                            select_learning_rates)
 from .data import SPLITS, Batches, ImageCache, decoded_split, load_splits, sample_dataset, stored_size
 from .models import create_model, default_lr
 from .train import (CorruptCheckpoint, TrainConfig, load_checkpoint, predict, resolve_device, saved_format,
@@ -125,13 +126,10 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
 # %% ../nbs/03_eval.ipynb #rd01
 CHECKPOINT_FIELDS = dict(format=str, model=dict, config=dict, epoch=int, classes=list)
 
-def _recover(run_dir: Path) -> str:
-    return f'to recover, delete the run folder {run_dir} and train that run again (rerunning its sweep does)'
-
 def read_checkpoint(path: Path) -> tuple:
     "(checkpoint, its `TrainConfig`) of `path`, every field checked; else one line: what is wrong, what to do."
     path = Path(path)
-    fix = _recover(path.parent) if path.name == 'best.pt' and is_complete(path.parent) else ''
+    fix = recover_hint(path.parent) if path.name == 'best.pt' and is_complete(path.parent) else ''
     try:
         ck = check_record(load_checkpoint(path), CHECKPOINT_FIELDS, str(path))
         if not all(isinstance(c, str) for c in ck['classes']): raise UserError(f'{path}: its classes are not names')
@@ -145,14 +143,14 @@ def _load_weights(model: torch.nn.Module, state: dict, path: Path):
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
         lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
         why = lines[1] if len(lines) > 1 else lines[0]
-        fix = _recover(path.parent) if path.name == 'best.pt' and is_complete(path.parent) else ''
+        fix = recover_hint(path.parent) if path.name == 'best.pt' and is_complete(path.parent) else ''
         raise UserError(f'{path}: its weights do not fit the model ({why[:200]})' + (f': {fix}' if fix else '')
                         ) from None
 
 def read_metrics(run_dir: Path) -> tuple:
     "(metrics, `TrainConfig`) of a finished run, every field checked (`METRICS_FIELDS`); else one line: what to do."
-    path, fix = Path(run_dir) / 'metrics.json', _recover(run_dir)
-    m = read_record(path, METRICS_FIELDS, fix)
+    path, fix = Path(run_dir) / 'metrics.json', recover_hint(run_dir)
+    m = read_run_metrics(run_dir)
     try: cfg = TrainConfig.from_dict(m['config'], f'{path} (its config)')
     except UserError as e: raise UserError(f'{e}: {fix}') from None
     if (m['model'], m['seed'], m['subset_size']) != (cfg.model, cfg.seed, cfg.subset_size):

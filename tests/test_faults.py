@@ -607,7 +607,7 @@ def bad(tmp_path_factory):
     row = dict(model='resnet18', subset_size=0.5, seed=0, n_train=200, top1_error=0.5, top5_error=0.2, test_loss=1.5,
                best_epoch=1, val_top5_error=0.2, train_seconds=3.0, num_classes=10,
                run_dir='resnet18/subset_0.5000/seed_0', learning_rate=0.2, default_learning_rate=0.2,
-               val_top1_error=0.5, val_loss=1.5, select_on='val_top5_error', selected=True, dataset='sample',
+               val_top1_error=0.5, val_loss=1.5, select_on='val_top5_error', selected=True, dataset='',
                split='test', n_test=100, epochs=1)
     for name, change in dict(nanres={'top5_error': float('nan')}, nullres={'top1_error': None},
                              rundir12={'run_dir': 12},
@@ -805,7 +805,7 @@ def test_a_batch_larger_than_the_subset_fails_before_any_work(cli, tmp_path, mon
     monkeypatch.setenv('MINISWEEP_CACHE', str(tmp_path / 'cache'))
     rc, _, err = cli('train', '--model', 'resnet18', '--subset-sizes', '1', '0.05', '--batch-size', '32',
                      '--image-size', '64',
-                     '--dataset', 'sample', '--checkpoint-dir', tmp_path / 'ck', cwd=tmp_path)
+                     '--dataset', '', '--checkpoint-dir', tmp_path / 'ck', cwd=tmp_path)
     lines = visible_lines(err)
     assert rc == 2 and len(lines) == 1, err
     assert 'batch size 32 is larger than the 20 images of subset 0.05' in lines[0]

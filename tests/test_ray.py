@@ -19,7 +19,7 @@ from conftest import MINISWEEP, ROOT, SMALL, VENV_BIN
 
 MB = 1024 ** 2
 GRID = ['--models', 'resnet18', '--subset-sizes', '0.5', '0.25', '--seeds', '0', '--num-epochs', '3',
-        '--batch-size', '32', '--image-size', '64', '--dataset', 'sample', '--device', 'cpu', '--figures', '']
+        '--batch-size', '32', '--image-size', '64', '--dataset', '', '--device', 'cpu', '--figures', '']
 
 
 @pytest.fixture(scope='session')
