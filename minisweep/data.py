@@ -22,8 +22,8 @@ from .core import (DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, che
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
            'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size', 'cache_dir',
            'check_cache_dir', 'cache_key', 'decode_image', 'read_image_file', 'ImageCache', 'decoded_split',
-           'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
-           'image_sizes', 'show_samples', 'make_sample']
+           'device_images', 'device_rows', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches',
+           'class_counts', 'image_sizes', 'show_samples', 'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
 SPLITS = ('train', 'validation', 'test')
@@ -439,6 +439,37 @@ def device_images(images: np.ndarray,        # (N, S, S, 3) uint8 cache
     free, _ = torch.cuda.mem_get_info(device)
     return t.to(device) if images.nbytes <= max_device_fraction * free else t
 
+# %% ../nbs/00_data.ipynb #up_02
+def _row_map(n: int, rows) -> torch.Tensor:
+    "For each of a split's `n` indices, its row among `rows` (-1: not held)."
+    m = torch.full((n,), -1, dtype=torch.long)
+    m[torch.as_tensor(np.asarray(rows), dtype=torch.long)] = torch.arange(len(rows))
+    return m
+
+def device_rows(images: np.ndarray,          # (N, S, S, 3) uint8 cache (the memory map)
+                rows,                        # the split's indices to place, in the order `Batches(rows=...)` gets
+                device,                      # where to place them
+                chunk_bytes: int = 64 << 20, # host staging: two pinned buffers of at most this size
+               ) -> torch.Tensor:
+    "The cache's `rows` on `device`, gathered on the host in pinned chunks, each copied on a side stream (CUDA)."
+    rows = np.asarray(rows); shape = images.shape[1:]; row = int(np.prod(shape))
+    out = torch.empty((len(rows), *shape), dtype=torch.uint8, device=device)
+    step = max(1, min(len(rows), chunk_bytes // row))
+    cuda = out.device.type == 'cuda'
+    bufs = [torch.empty((step, *shape), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
+    stream, done = (torch.cuda.Stream(out.device) if cuda else None), [None, None]
+    if cuda: stream.wait_stream(torch.cuda.current_stream(out.device))       # `out` is free on the main stream
+    for k, a in enumerate(range(0, len(rows), step)):
+        b, buf = min(a + step, len(rows)), bufs[k % 2]
+        if done[k % 2] is not None: done[k % 2].synchronize()        # the copy that last read this buffer is done
+        np.take(images, rows[a:b], axis=0, out=buf.numpy()[:b - a], mode='clip')   # one copy, the rows' pages only
+        if not cuda: out[a:b].copy_(buf[:b - a]); continue
+        with torch.cuda.stream(stream):
+            out[a:b].copy_(buf[:b - a], non_blocking=True)   # the pinned block is kept until this copy is done
+            done[k % 2] = torch.cuda.Event(); done[k % 2].record(stream)
+    if cuda: torch.cuda.current_stream(out.device).wait_stream(stream)   # later users of `out` wait, on the GPU
+    return out
+
 # %% ../nbs/00_data.ipynb #sp18
 @functools.lru_cache(maxsize=None)
 def norm_constants(device: torch.device) -> tuple:
@@ -513,6 +544,7 @@ class Batches:
                  channels_last: bool = True,  # memory format of the float batches
                  pad_last: bool = False,      # evaluation: pad the last batch to `batch_size` (static shapes)
                  images: torch.Tensor | None = None,  # the cache already placed by `device_images` (shared)
+                 rows=None,                   # the split's indices that `images` holds, in its order; None: all
                 ):
         self.cache, self.image_size, self.bs, self.train = cache, image_size, int(batch_size), train
         self.device, self.channels_last, self.pad_last = torch.device(device), channels_last, pad_last
@@ -525,7 +557,10 @@ class Batches:
             raise UserError(f'batch size {self.bs} is larger than the {len(self.indices)} training images of this '
                             'subset')
         self.images = device_images(cache.images, self.device) if images is None else images
-        self.labels = torch.as_tensor(cache.labels, dtype=torch.long).to(self.images.device)
+        self.rows = None if rows is None else np.asarray(rows)
+        self.row_of = None if rows is None else _row_map(len(cache), self.rows)    # on the host: index -> row
+        labels = np.asarray(cache.labels) if rows is None else np.asarray(cache.labels)[self.rows]
+        self.labels = torch.as_tensor(labels, dtype=torch.long).to(self.images.device)
         self.epoch_seed = 0
         self.cpu_path = self.images.device.type == 'cpu' and self.device.type == 'cpu' and not channels_last
         staged = self.images.device.type == 'cpu' and not self.cpu_path
@@ -539,16 +574,24 @@ class Batches:
         "Seed the shuffling and augmentation of `epoch`: resumed and straight runs see the same batches."
         self.epoch_seed = seed * 1_000_003 + epoch
 
+    def _local(self, idx: torch.Tensor) -> torch.Tensor:
+        "The rows of `images` and `labels` that hold the split's indices `idx`; a `ValueError` for one not held."
+        if self.row_of is None: return idx
+        r = self.row_of[idx]
+        if (r < 0).any(): raise ValueError('an index of the batch is not among the rows placed on the device')
+        return r
+
     def _batch(self, idx, gen):
         "The CPU path: one batch by `cpu_batch`."
-        return cpu_batch(self.images, idx, self.image_size, gen), self.labels[idx]
+        r = self._local(idx)
+        return cpu_batch(self.images, r, self.image_size, gen), self.labels[r]
 
     def _device_batches(self, cuts, gen):
         "Indices, labels and crop offsets of the epoch cross to the device once; each batch is then one gather there."
         S, dev = self.images.shape[1], self.device
         offsets = [_crop_offsets(len(idx), S, self.image_size, gen) for idx, _ in cuts]   # `cpu_batch`'s draws
         oy, ox, flip = (_to_device(torch.cat(t), dev) for t in zip(*offsets))
-        idx_all = _to_device(torch.cat([idx for idx, _ in cuts]), self.images.device)
+        idx_all = _to_device(self._local(torch.cat([idx for idx, _ in cuts])), self.images.device)
         y_all = _to_device(self.labels[idx_all], dev)
         start = 0
         for idx, n in cuts:
@@ -585,14 +628,18 @@ class _Staging:
         pin = device.type == 'cuda'
         self.bufs = [torch.empty((batch_size, *shape), dtype=torch.uint8, pin_memory=pin) for _ in range(2)]
         self.copied, self.k, self.device = [None, None], 0, device
+        self.stream = torch.cuda.Stream(device) if device.type == 'cuda' else None
 
     def __call__(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         k = self.k; self.k = 1 - k
         if self.copied[k] is not None: self.copied[k].synchronize()   # the copy that last read this buffer is done
         buf = torch.index_select(images, 0, idx, out=self.bufs[k][:len(idx)])
-        if self.device.type != 'cuda': return buf
-        xb = buf.to(self.device, non_blocking=True)
-        self.copied[k] = torch.cuda.Event(); self.copied[k].record()
+        if self.stream is None: return buf
+        with torch.cuda.stream(self.stream):
+            xb = buf.to(self.device, non_blocking=True)
+            self.copied[k] = torch.cuda.Event(); self.copied[k].record(self.stream)
+        main = torch.cuda.current_stream(self.device)
+        main.wait_stream(self.stream); xb.record_stream(main)   # used on the main stream, allocated on the side one
         return xb
 
 # %% ../nbs/00_data.ipynb #c042
