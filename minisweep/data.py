@@ -20,10 +20,11 @@ from .core import (DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, che
 
 # %% auto #0
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
-           'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size', 'cache_dir',
-           'check_cache_dir', 'cache_key', 'decode_image', 'read_image_file', 'ImageCache', 'decoded_split',
-           'device_images', 'device_rows', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches',
-           'class_counts', 'image_sizes', 'show_samples', 'make_sample']
+           'source_files', 'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size',
+           'cache_dir', 'check_cache_dir', 'cache_key', 'decode_image', 'read_image_file', 'ImageCache',
+           'decoded_split', 'remember_warm', 'warm_splits', 'device_images', 'device_rows', 'norm_constants',
+           'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts', 'image_sizes', 'show_samples',
+           'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
 SPLITS = ('train', 'validation', 'test')
@@ -45,6 +46,7 @@ class SplitData:
     classes: list        # class names, index = label
     dataset: str         # the dataset's Hub id or folder
     split: str           # its name in the dataset ('train', 'validation', 'test' in the default layout)
+    files: str = ''      # `source_files` of the dataset when it was opened; '' for a Hub id
     def __len__(self): return len(self.labels)
     def __repr__(self):
         return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
@@ -61,6 +63,7 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a folder (parquet, Im
                ) -> dict:
     "Open `splits` of `dataset` and check them: {role: `SplitData`}, the columns named `image` and `label`."
     dataset = sample_dataset() if str(dataset) == SAMPLE else str(dataset)
+    files = source_files(dataset)                   # before reading them: an edit meanwhile misses the record
     dd = _open_dataset(dataset)
     names = dict(train=train_split, validation=validation_split, test=test_split)
     if validation_fraction and validation_split in dd:
@@ -75,6 +78,7 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a folder (parquet, Im
     load = [r for r in splits if r != 'validation' or not validation_fraction]
     load += ['train'] if carve and 'train' not in splits else []
     out = {r: _split_data(dd, names[r], r, str(dataset), image_column, label_column) for r in load}
+    for s in out.values(): s.files = files
     if carve: out['train'], out['validation'] = carve_validation(out['train'], validation_fraction)
     return {r: out[r] for r in splits}
 
@@ -150,6 +154,22 @@ def _check_parquet_files(path: Path, dataset: str):
     for split, n in rows.items():
         if n == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty: its parquet files hold no rows')
 
+# %% ../nbs/00_data.ipynb #wm_00b
+def source_files(dataset: str) -> str:
+    "Digest of a local dataset folder's files (path, bytes, modification time; not hidden ones); '' for a Hub id."
+    path = Path(dataset).expanduser()
+    if not path.is_dir(): return ''
+    h = hashlib.sha1(str(path.resolve()).encode())
+    try:
+        for f in sorted(path.rglob('*')):
+            rel = f.relative_to(path)
+            if any(p.startswith('.') for p in rel.parts): continue
+            if f.is_symlink() and f.is_dir(): return ''      # not walked: its files would go unseen
+            if not f.is_file(): continue
+            st = f.stat(); h.update(f'{rel}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    except OSError: return ''                                # unreadable: no digest, the dataset is opened
+    return h.hexdigest()
+
 # %% ../nbs/00_data.ipynb #c014
 def subset_counts(labels: np.ndarray, fraction: float) -> np.ndarray:
     "Images per class in the subset of `fraction`: round(fraction * class size), at least one."
@@ -189,7 +209,8 @@ def carve_validation(train: SplitData,   # the dataset's whole training split
     if len(short): raise UserError(f'class {train.classes[short[0]]!r} has {np.sum(train.labels == short[0])} '
                                    'training image(s): '
                                    f'too few to hold one out for validation and train on the rest')
-    part = lambda idx, name: SplitData(train.ds.select(idx), train.labels[idx], train.classes, train.dataset, name)
+    part = lambda idx, name: SplitData(train.ds.select(idx), train.labels[idx], train.classes, train.dataset, name,
+                                       train.files)
     return (part(rest, f'{train.split}-without-validation-{fraction:g}'),
             part(val, f'validation-{fraction:g}-of-{train.split}'))
 
@@ -423,6 +444,46 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
             decoded = True
     images = np.load(path, mmap_mode='c')
     return ImageCache(images, split.labels, split.classes, path, decoded, seconds)
+
+# %% ../nbs/00_data.ipynb #wm_02
+def _warm_record(root: Path, dataset: str, files: str, roles, size: int, layout: dict) -> Path:
+    ident = dict(v=CACHE_VERSION, dataset=str(dataset), files=files, roles=sorted(roles), size=int(size),
+                 layout={**LAYOUT, **layout})
+    return _cache_file(root / f'warm-{hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]}.json')
+
+def remember_warm(splits: dict,                # {role: SplitData}, as `load_splits` opened them
+                  caches: dict,                # {role: ImageCache}, decoded from them
+                  size: int,                   # the stored size they were decoded at
+                  root: Path | None = None,    # cache folder; default `cache_dir()`
+                  **layout,                    # `load_splits`'s keyword arguments the splits were opened with
+                 ):
+    "Record what `warm_splits` needs to give `caches` back without `datasets`; nothing for a Hub id."
+    first = next(iter(splits.values()))
+    if not first.files: return
+    rec = {r: dict(file=c.path.name, classes=list(c.classes), labels=np.asarray(c.labels).tolist())
+           for r, c in caches.items()}
+    atomic_write(_warm_record(check_cache_dir(root), first.dataset, first.files, caches, size, layout), json.dumps(rec))
+
+def warm_splits(dataset: str, roles, size: int, root: Path | None = None, **layout) -> dict | None:
+    "{role: ImageCache} of `dataset` at `size`, from the caches' own files without `datasets`; None unless all sound."
+    dataset = sample_dataset() if str(dataset) == SAMPLE else str(dataset)
+    if not (files := source_files(dataset)): return None
+    root = check_cache_dir(root)
+    try: rec = json.loads(_warm_record(root, dataset, files, roles, size, layout).read_text())
+    except (OSError, ValueError): return None
+    out = {}
+    for r in roles:
+        try: name, classes, labels = rec[r]['file'], list(rec[r]['classes']), np.asarray(rec[r]['labels'], np.int64)
+        except (KeyError, TypeError, ValueError): return None
+        path = root / str(name)
+        if path.name != name or path.suffix != '.npy' or labels.ndim != 1: return None
+        with _lock_file(root / f'{path.stem}.lock') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)                 # a build under way: wait for it
+            if _cache_problem(_cache_file(path), _cache_file(path.with_suffix('.json'))): return None
+            images = np.load(path, mmap_mode='c')
+        if len(images) != len(labels): return None
+        out[r] = ImageCache(images, labels, classes, path, False, 0.0)
+    return out
 
 # %% ../nbs/00_data.ipynb #c032
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from .core import (LAYOUT, UserError, atomic_write, check_fraction, check_writable, is_complete, no_link,
                             read_log)
-from .data import (Batches, decoded_split, device_rows, load_splits, sample_dataset, stored_size,
-                            subset_counts, subset_indices)
+from .data import (Batches, ImageCache, decoded_split, device_rows, load_splits, remember_warm,
+                            sample_dataset, stored_size, subset_counts, subset_indices, warm_splits)
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
@@ -364,8 +364,10 @@ def check_select_on(select_on: str, num_classes: int):
 
 # %% ../nbs/02_train.ipynb #sp17
 def open_splits(cfg: TrainConfig) -> dict:
-    "The run's train and validation splits, opened but not decoded; a one-line `UserError` when they cannot serve it."
-    splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'), **cfg.layout())
+    "The run's train and validation splits: their warm caches, else opened, not decoded; a `UserError` if unfit."
+    dataset, roles = cfg.dataset or sample_dataset(), ('train', 'validation')
+    size = stored_size(cfg.image_size, cfg.crop_pct)
+    splits = warm_splits(dataset, roles, size, **cfg.layout()) or load_splits(dataset, roles, **cfg.layout())
     check_select_on(cfg.select_on, len(splits['train'].classes))
     n = int(subset_counts(splits['train'].labels, cfg.subset_size).sum())      # the subset's size, from the labels
     if cfg.batch_size > n:
@@ -383,7 +385,11 @@ def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = N
     "Decoded train and validation splits (`open_splits`'s, or opened here), the subset's indices, their `Batches`."
     splits = splits or open_splits(cfg)
     size = stored_size(cfg.image_size, cfg.crop_pct)
-    train, val = (decoded_split(splits[s], size, progress=cfg.progress) for s in ('train', 'validation'))
+    train, val = (c if isinstance(c := splits[s], ImageCache) else decoded_split(c, size, progress=cfg.progress)
+                  for s in ('train', 'validation'))
+    if not isinstance(splits['train'], ImageCache):             # opened with `datasets`: the next job need not
+        remember_warm({s: splits[s] for s in ('train', 'validation')}, dict(train=train, validation=val), size,
+                      **cfg.layout())
     idx = subset_indices(train.labels, cfg.subset_size, cfg.seed)
     on = [False, False]
     if device.type != 'cpu' and cfg.cache_on_device:
