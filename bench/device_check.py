@@ -8,7 +8,8 @@ needs one that failed is skipped, saying which):
 1. imports: minisweep's data and training modules, and the versions of what they import;
 2. data: the reduced dataset opened and its train split decoded into the cache (its own section: a `datasets` or
    decoding problem is reported, with its traceback, instead of ending the check before any report);
-3. batches: the GPU-cache and the host-staged batches bit-identical to `cpu_batch`;
+3. batches: the GPU-cache, placed-subset and host-staged batches bit-identical to `cpu_batch`; the bytes a 1/64 job
+   places;
 4. gather: a batch gathered from a uint8 tensor of more than 2**32 elements (CPU mode: the same code, 2**24);
 5. syncs: host synchronisations per training step under `torch.cuda.set_sync_debug_mode` (target 0);
 6. rng: the run's random state through a checkpoint file and back;
@@ -181,6 +182,13 @@ def report(res) -> str:
               f"{g('gpu_mib_job_processes', 'none listed')} used by its processes (nvidia-smi per pid); "
               f"{g('gpu_mib_above_start')} above the device's use when it started (the checking process idle). "
               f"Host memory: {g('peak_pss_mb', unit=' MB')} PSS of its process tree (shared pages once).", '']
+    ba = S.get('batches', {})
+    if ba.get('status') == 'ok' and 'job_1_64_train_mib' in ba:
+        L += ['## What a 1/64 job places', '',
+              f"{ba['job_1_64_train_rows']} train rows, {ba['job_1_64_train_mib']} MiB "
+              f"({ba.get('job_1_64_allocated_mib') or '-'} MiB allocated on the device), of a train split of "
+              f"{ba['whole_train_mib']} MiB; the validation split goes whole. Mini-ImageNet at 227 px: 780 rows, "
+              '157 MB of 10.1 GB.', '']
     ce = S.get('ceilings', {})
     if ce.get('status') == 'ok':
         L += ['## Ceilings measured here', '',
@@ -225,17 +233,19 @@ def check_data(ctx):
 
 
 def check_batches(ctx):
-    "GPU cache and host staging against `cpu_batch` (CPU mode: the staging path), train and padded evaluation batches."
+    """GPU cache, a job's placed subset rows and host staging against `cpu_batch` (CPU mode: staging, the placed rows in
+    host memory), train and padded evaluation batches; the bytes a 1/64 job places of the train split."""
     import torch
-    from minisweep.data import Batches, subset_indices
+    from minisweep.data import Batches, device_rows, subset_indices
     c, size, dev = ctx['train_cache'], ctx['size'], ctx['device']
     host = torch.from_numpy(c.images)
-    paths = {'host staging': host}
-    if dev.type == 'cuda': paths['gpu cache'] = host.to(dev)
     idx, out = subset_indices(c.labels, 0.2 if len(c) > 2000 else 1.0, 0), {}
+    paths = {'host staging': host, 'placed subset rows': device_rows(c.images, idx, dev)}
+    if dev.type == 'cuda': paths['gpu cache'] = host.to(dev)
     for label, images in paths.items():
+        rows = idx if label == 'placed subset rows' else None
         for kw in (dict(train=True, indices=idx), dict(pad_last=True, indices=idx[:300])):
-            b = Batches(c, size, 64, device=dev, channels_last=True, images=images, **kw)
+            b = Batches(c, size, 64, device=dev, channels_last=True, images=images, rows=rows, **kw)
             ref = Batches(c, size, 64, channels_last=False, **kw)
             b.set_epoch(0, 3); ref.set_epoch(0, 3)
             same = n = 0
@@ -243,7 +253,14 @@ def check_batches(ctx):
                 same += bool(torch.equal(x.cpu(), xr) and torch.equal(y.cpu(), yr) and k == kr); n += 1
             out[f"{label}, {'train' if kw.get('train') else 'eval'}"] = f'{same}/{n} batches identical'
     del paths, b, ref
-    return dict(passed=all(v.split('/')[0] == v.split('/')[1].split()[0] for v in out.values()), **out)
+    before = torch.cuda.memory_allocated(dev) if dev.type == 'cuda' else 0
+    job = device_rows(c.images, subset_indices(c.labels, 1 / 64, 0), dev)     # what a 1/64 job's prepare_data places
+    allocated = torch.cuda.memory_allocated(dev) - before if dev.type == 'cuda' else None
+    placed = dict(job_1_64_train_rows=len(job), job_1_64_train_mib=round(job.nbytes / 2**20, 2),
+                  job_1_64_allocated_mib=None if allocated is None else round(allocated / 2**20, 2),
+                  whole_train_mib=round(c.images.nbytes / 2**20, 1))
+    del job
+    return dict(passed=all(v.split('/')[0] == v.split('/')[1].split()[0] for v in out.values()), **out, **placed)
 
 
 def check_gather(ctx):

@@ -20,10 +20,11 @@ from .core import (DEFAULT_DATASET, LAYOUT, SAMPLE, UserError, atomic_write, che
 
 # %% auto #0
 __all__ = ['SPLITS', 'CACHE_VERSION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'sample_dataset', 'SplitData', 'load_splits',
-           'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size', 'cache_dir',
-           'check_cache_dir', 'cache_key', 'decode_image', 'read_image_file', 'ImageCache', 'decoded_split',
-           'device_images', 'norm_constants', 'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts',
-           'image_sizes', 'show_samples', 'make_sample']
+           'source_files', 'subset_counts', 'subset_indices', 'carve_validation', 'fraction_grid', 'stored_size',
+           'cache_dir', 'check_cache_dir', 'cache_key', 'decode_image', 'read_image_file', 'ImageCache',
+           'decoded_split', 'remember_warm', 'warm_splits', 'device_images', 'device_rows', 'norm_constants',
+           'crop_flip', 'normalize', 'cpu_batch', 'Batches', 'class_counts', 'image_sizes', 'show_samples',
+           'make_sample']
 
 # %% ../nbs/00_data.ipynb #c008
 SPLITS = ('train', 'validation', 'test')
@@ -45,6 +46,7 @@ class SplitData:
     classes: list        # class names, index = label
     dataset: str         # the dataset's Hub id or folder
     split: str           # its name in the dataset ('train', 'validation', 'test' in the default layout)
+    files: str = ''      # `source_files` of the dataset when it was opened; '' for a Hub id
     def __len__(self): return len(self.labels)
     def __repr__(self):
         return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
@@ -61,6 +63,7 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a folder (parquet, Im
                ) -> dict:
     "Open `splits` of `dataset` and check them: {role: `SplitData`}, the columns named `image` and `label`."
     dataset = sample_dataset() if str(dataset) == SAMPLE else str(dataset)
+    files = source_files(dataset)                   # before reading them: an edit meanwhile misses the record
     dd = _open_dataset(dataset)
     names = dict(train=train_split, validation=validation_split, test=test_split)
     if validation_fraction and validation_split in dd:
@@ -75,6 +78,7 @@ def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a folder (parquet, Im
     load = [r for r in splits if r != 'validation' or not validation_fraction]
     load += ['train'] if carve and 'train' not in splits else []
     out = {r: _split_data(dd, names[r], r, str(dataset), image_column, label_column) for r in load}
+    for s in out.values(): s.files = files
     if carve: out['train'], out['validation'] = carve_validation(out['train'], validation_fraction)
     return {r: out[r] for r in splits}
 
@@ -150,6 +154,22 @@ def _check_parquet_files(path: Path, dataset: str):
     for split, n in rows.items():
         if n == 0: raise UserError(f'dataset {dataset}, split {split!r} is empty: its parquet files hold no rows')
 
+# %% ../nbs/00_data.ipynb #wm_00b
+def source_files(dataset: str) -> str:
+    "Digest of a local dataset folder's files (path, bytes, modification time; not hidden ones); '' for a Hub id."
+    path = Path(dataset).expanduser()
+    if not path.is_dir(): return ''
+    h = hashlib.sha1(str(path.resolve()).encode())
+    try:
+        for f in sorted(path.rglob('*')):
+            rel = f.relative_to(path)
+            if any(p.startswith('.') for p in rel.parts): continue
+            if f.is_symlink() and f.is_dir(): return ''      # not walked: its files would go unseen
+            if not f.is_file(): continue
+            st = f.stat(); h.update(f'{rel}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+    except OSError: return ''                                # unreadable: no digest, the dataset is opened
+    return h.hexdigest()
+
 # %% ../nbs/00_data.ipynb #c014
 def subset_counts(labels: np.ndarray, fraction: float) -> np.ndarray:
     "Images per class in the subset of `fraction`: round(fraction * class size), at least one."
@@ -189,7 +209,8 @@ def carve_validation(train: SplitData,   # the dataset's whole training split
     if len(short): raise UserError(f'class {train.classes[short[0]]!r} has {np.sum(train.labels == short[0])} '
                                    'training image(s): '
                                    f'too few to hold one out for validation and train on the rest')
-    part = lambda idx, name: SplitData(train.ds.select(idx), train.labels[idx], train.classes, train.dataset, name)
+    part = lambda idx, name: SplitData(train.ds.select(idx), train.labels[idx], train.classes, train.dataset, name,
+                                       train.files)
     return (part(rest, f'{train.split}-without-validation-{fraction:g}'),
             part(val, f'validation-{fraction:g}-of-{train.split}'))
 
@@ -424,6 +445,46 @@ def decoded_split(split: SplitData,          # the split to decode (from `load_s
     images = np.load(path, mmap_mode='c')
     return ImageCache(images, split.labels, split.classes, path, decoded, seconds)
 
+# %% ../nbs/00_data.ipynb #wm_02
+def _warm_record(root: Path, dataset: str, files: str, roles, size: int, layout: dict) -> Path:
+    ident = dict(v=CACHE_VERSION, dataset=str(dataset), files=files, roles=sorted(roles), size=int(size),
+                 layout={**LAYOUT, **layout})
+    return _cache_file(root / f'warm-{hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]}.json')
+
+def remember_warm(splits: dict,                # {role: SplitData}, as `load_splits` opened them
+                  caches: dict,                # {role: ImageCache}, decoded from them
+                  size: int,                   # the stored size they were decoded at
+                  root: Path | None = None,    # cache folder; default `cache_dir()`
+                  **layout,                    # `load_splits`'s keyword arguments the splits were opened with
+                 ):
+    "Record what `warm_splits` needs to give `caches` back without `datasets`; nothing for a Hub id."
+    first = next(iter(splits.values()))
+    if not first.files: return
+    rec = {r: dict(file=c.path.name, classes=list(c.classes), labels=np.asarray(c.labels).tolist())
+           for r, c in caches.items()}
+    atomic_write(_warm_record(check_cache_dir(root), first.dataset, first.files, caches, size, layout), json.dumps(rec))
+
+def warm_splits(dataset: str, roles, size: int, root: Path | None = None, **layout) -> dict | None:
+    "{role: ImageCache} of `dataset` at `size`, from the caches' own files without `datasets`; None unless all sound."
+    dataset = sample_dataset() if str(dataset) == SAMPLE else str(dataset)
+    if not (files := source_files(dataset)): return None
+    root = check_cache_dir(root)
+    try: rec = json.loads(_warm_record(root, dataset, files, roles, size, layout).read_text())
+    except (OSError, ValueError): return None
+    out = {}
+    for r in roles:
+        try: name, classes, labels = rec[r]['file'], list(rec[r]['classes']), np.asarray(rec[r]['labels'], np.int64)
+        except (KeyError, TypeError, ValueError): return None
+        path = root / str(name)
+        if path.name != name or path.suffix != '.npy' or labels.ndim != 1: return None
+        with _lock_file(root / f'{path.stem}.lock') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)                 # a build under way: wait for it
+            if _cache_problem(_cache_file(path), _cache_file(path.with_suffix('.json'))): return None
+            images = np.load(path, mmap_mode='c')
+        if len(images) != len(labels): return None
+        out[r] = ImageCache(images, labels, classes, path, False, 0.0)
+    return out
+
 # %% ../nbs/00_data.ipynb #c032
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -438,6 +499,37 @@ def device_images(images: np.ndarray,        # (N, S, S, 3) uint8 cache
     if device.type != 'cuda': return t
     free, _ = torch.cuda.mem_get_info(device)
     return t.to(device) if images.nbytes <= max_device_fraction * free else t
+
+# %% ../nbs/00_data.ipynb #up_02
+def _row_map(n: int, rows) -> torch.Tensor:
+    "For each of a split's `n` indices, its row among `rows` (-1: not held)."
+    m = torch.full((n,), -1, dtype=torch.long)
+    m[torch.as_tensor(np.asarray(rows), dtype=torch.long)] = torch.arange(len(rows))
+    return m
+
+def device_rows(images: np.ndarray,          # (N, S, S, 3) uint8 cache (the memory map)
+                rows,                        # the split's indices to place, in the order `Batches(rows=...)` gets
+                device,                      # where to place them
+                chunk_bytes: int = 64 << 20, # host staging: two pinned buffers of at most this size
+               ) -> torch.Tensor:
+    "The cache's `rows` on `device`, gathered on the host in pinned chunks, each copied on a side stream (CUDA)."
+    rows = np.asarray(rows); shape = images.shape[1:]; row = int(np.prod(shape))
+    out = torch.empty((len(rows), *shape), dtype=torch.uint8, device=device)
+    step = max(1, min(len(rows), chunk_bytes // row))
+    cuda = out.device.type == 'cuda'
+    bufs = [torch.empty((step, *shape), dtype=torch.uint8, pin_memory=cuda) for _ in range(2)]
+    stream, done = (torch.cuda.Stream(out.device) if cuda else None), [None, None]
+    if cuda: stream.wait_stream(torch.cuda.current_stream(out.device))       # `out` is free on the main stream
+    for k, a in enumerate(range(0, len(rows), step)):
+        b, buf = min(a + step, len(rows)), bufs[k % 2]
+        if done[k % 2] is not None: done[k % 2].synchronize()        # the copy that last read this buffer is done
+        np.take(images, rows[a:b], axis=0, out=buf.numpy()[:b - a], mode='clip')   # one copy, the rows' pages only
+        if not cuda: out[a:b].copy_(buf[:b - a]); continue
+        with torch.cuda.stream(stream):
+            out[a:b].copy_(buf[:b - a], non_blocking=True)   # the pinned block is kept until this copy is done
+            done[k % 2] = torch.cuda.Event(); done[k % 2].record(stream)
+    if cuda: torch.cuda.current_stream(out.device).wait_stream(stream)   # later users of `out` wait, on the GPU
+    return out
 
 # %% ../nbs/00_data.ipynb #sp18
 @functools.lru_cache(maxsize=None)
@@ -513,6 +605,7 @@ class Batches:
                  channels_last: bool = True,  # memory format of the float batches
                  pad_last: bool = False,      # evaluation: pad the last batch to `batch_size` (static shapes)
                  images: torch.Tensor | None = None,  # the cache already placed by `device_images` (shared)
+                 rows=None,                   # the split's indices that `images` holds, in its order; None: all
                 ):
         self.cache, self.image_size, self.bs, self.train = cache, image_size, int(batch_size), train
         self.device, self.channels_last, self.pad_last = torch.device(device), channels_last, pad_last
@@ -525,7 +618,10 @@ class Batches:
             raise UserError(f'batch size {self.bs} is larger than the {len(self.indices)} training images of this '
                             'subset')
         self.images = device_images(cache.images, self.device) if images is None else images
-        self.labels = torch.as_tensor(cache.labels, dtype=torch.long).to(self.images.device)
+        self.rows = None if rows is None else np.asarray(rows)
+        self.row_of = None if rows is None else _row_map(len(cache), self.rows)    # on the host: index -> row
+        labels = np.asarray(cache.labels) if rows is None else np.asarray(cache.labels)[self.rows]
+        self.labels = torch.as_tensor(labels, dtype=torch.long).to(self.images.device)
         self.epoch_seed = 0
         self.cpu_path = self.images.device.type == 'cpu' and self.device.type == 'cpu' and not channels_last
         staged = self.images.device.type == 'cpu' and not self.cpu_path
@@ -539,16 +635,24 @@ class Batches:
         "Seed the shuffling and augmentation of `epoch`: resumed and straight runs see the same batches."
         self.epoch_seed = seed * 1_000_003 + epoch
 
+    def _local(self, idx: torch.Tensor) -> torch.Tensor:
+        "The rows of `images` and `labels` that hold the split's indices `idx`; a `ValueError` for one not held."
+        if self.row_of is None: return idx
+        r = self.row_of[idx]
+        if (r < 0).any(): raise ValueError('an index of the batch is not among the rows placed on the device')
+        return r
+
     def _batch(self, idx, gen):
         "The CPU path: one batch by `cpu_batch`."
-        return cpu_batch(self.images, idx, self.image_size, gen), self.labels[idx]
+        r = self._local(idx)
+        return cpu_batch(self.images, r, self.image_size, gen), self.labels[r]
 
     def _device_batches(self, cuts, gen):
         "Indices, labels and crop offsets of the epoch cross to the device once; each batch is then one gather there."
         S, dev = self.images.shape[1], self.device
         offsets = [_crop_offsets(len(idx), S, self.image_size, gen) for idx, _ in cuts]   # `cpu_batch`'s draws
         oy, ox, flip = (_to_device(torch.cat(t), dev) for t in zip(*offsets))
-        idx_all = _to_device(torch.cat([idx for idx, _ in cuts]), self.images.device)
+        idx_all = _to_device(self._local(torch.cat([idx for idx, _ in cuts])), self.images.device)
         y_all = _to_device(self.labels[idx_all], dev)
         start = 0
         for idx, n in cuts:
@@ -585,14 +689,18 @@ class _Staging:
         pin = device.type == 'cuda'
         self.bufs = [torch.empty((batch_size, *shape), dtype=torch.uint8, pin_memory=pin) for _ in range(2)]
         self.copied, self.k, self.device = [None, None], 0, device
+        self.stream = torch.cuda.Stream(device) if device.type == 'cuda' else None
 
     def __call__(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         k = self.k; self.k = 1 - k
         if self.copied[k] is not None: self.copied[k].synchronize()   # the copy that last read this buffer is done
         buf = torch.index_select(images, 0, idx, out=self.bufs[k][:len(idx)])
-        if self.device.type != 'cuda': return buf
-        xb = buf.to(self.device, non_blocking=True)
-        self.copied[k] = torch.cuda.Event(); self.copied[k].record()
+        if self.stream is None: return buf
+        with torch.cuda.stream(self.stream):
+            xb = buf.to(self.device, non_blocking=True)
+            self.copied[k] = torch.cuda.Event(); self.copied[k].record(self.stream)
+        main = torch.cuda.current_stream(self.device)
+        main.wait_stream(self.stream); xb.record_stream(main)   # used on the main stream, allocated on the side one
         return xb
 
 # %% ../nbs/00_data.ipynb #c042

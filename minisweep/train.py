@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from .core import (LAYOUT, UserError, atomic_write, check_fraction, check_writable, is_complete, no_link,
                             read_log)
-from .data import (Batches, decoded_split, load_splits, sample_dataset, stored_size, subset_counts,
-                            subset_indices)
+from .data import (Batches, ImageCache, decoded_split, device_rows, load_splits, remember_warm,
+                            sample_dataset, stored_size, subset_counts, subset_indices, warm_splits)
 from .models import check_image_size, create_model, default_lr, model_spec
 
 # %% auto #0
@@ -27,9 +27,10 @@ __all__ = ['FORMAT_CACHE', 'FORMAT_TAG', 'FORMAT_MARGIN', 'FORMATS', 'CKPT_FORMA
            'bf16_supported', 'precision', 'compile_model', 'predict', 'split_metrics', 'cpu_name', 'probe_batch',
            'time_formats', 'read_formats', 'format_key', 'measured_format', 'saved_format', 'run_format', 'atomic_save',
            'CorruptCheckpoint', 'load_checkpoint', 'TrainingDiverged', 'rng_state', 'set_rng_state', 'check_select_on',
-           'open_splits', 'prepare_data', 'training_memory', 'cache_placement', 'train_epoch', 'tensorboard_writer',
-           'log_scalars', 'resume_run', 'train_one_epoch', 'last_pt_interval', 'last_pt_due', 'record_validation',
-           'train_eval_indices', 'clean_train_errors', 'best_row', 'finish_run', 'train_run', 'run_summary']
+           'open_splits', 'device_free', 'prepare_data', 'training_memory', 'cache_placement', 'train_epoch',
+           'tensorboard_writer', 'log_scalars', 'resume_run', 'train_one_epoch', 'last_pt_interval', 'last_pt_due',
+           'record_validation', 'train_eval_indices', 'clean_train_errors', 'best_row', 'finish_run', 'train_run',
+           'run_summary']
 
 # %% ../nbs/02_train.ipynb #c006
 from .core import Settings      # the fields, documented, in the torch-free core: the command line reads them
@@ -363,8 +364,10 @@ def check_select_on(select_on: str, num_classes: int):
 
 # %% ../nbs/02_train.ipynb #sp17
 def open_splits(cfg: TrainConfig) -> dict:
-    "The run's train and validation splits, opened but not decoded; a one-line `UserError` when they cannot serve it."
-    splits = load_splits(cfg.dataset or sample_dataset(), ('train', 'validation'), **cfg.layout())
+    "The run's train and validation splits: their warm caches, else opened, not decoded; a `UserError` if unfit."
+    dataset, roles = cfg.dataset or sample_dataset(), ('train', 'validation')
+    size = stored_size(cfg.image_size, cfg.crop_pct)
+    splits = warm_splits(dataset, roles, size, **cfg.layout()) or load_splits(dataset, roles, **cfg.layout())
     check_select_on(cfg.select_on, len(splits['train'].classes))
     n = int(subset_counts(splits['train'].labels, cfg.subset_size).sum())      # the subset's size, from the labels
     if cfg.batch_size > n:
@@ -372,23 +375,34 @@ def open_splits(cfg: TrainConfig) -> dict:
                         f'use a batch size of at most {n}')
     return splits
 
+# %% ../nbs/02_train.ipynb #up_11
+def device_free(device: torch.device) -> int:
+    "Free memory on `device`, bytes, that `cache_placement` may use: 0 but on a CUDA device."
+    return torch.cuda.mem_get_info(device)[0] if device.type == 'cuda' else 0
+
 # %% ../nbs/02_train.ipynb #sp18
 def prepare_data(cfg: TrainConfig, device: torch.device, splits: dict | None = None) -> dict:
     "Decoded train and validation splits (`open_splits`'s, or opened here), the subset's indices, their `Batches`."
     splits = splits or open_splits(cfg)
     size = stored_size(cfg.image_size, cfg.crop_pct)
-    train, val = (decoded_split(splits[s], size, progress=cfg.progress) for s in ('train', 'validation'))
+    train, val = (c if isinstance(c := splits[s], ImageCache) else decoded_split(c, size, progress=cfg.progress)
+                  for s in ('train', 'validation'))
+    if not isinstance(splits['train'], ImageCache):             # opened with `datasets`: the next job need not
+        remember_warm({s: splits[s] for s in ('train', 'validation')}, dict(train=train, validation=val), size,
+                      **cfg.layout())
     idx = subset_indices(train.labels, cfg.subset_size, cfg.seed)
     on = [False, False]
-    if device.type == 'cuda' and cfg.cache_on_device:
+    if device.type != 'cpu' and cfg.cache_on_device:
         reserve = training_memory(cfg.model, len(train.classes), cfg.image_size, cfg.batch_size)
-        on = cache_placement([train.images.nbytes, val.images.nbytes], torch.cuda.mem_get_info(device)[0], reserve)
+        row = int(np.prod(train.images.shape[1:]))
+        on = cache_placement([len(idx) * row, val.images.nbytes], device_free(device), reserve)
     cl = run_format(cfg, device) == 'true'
-    place = lambda c, gpu: torch.from_numpy(c.images).to(device) if gpu else torch.from_numpy(c.images)
+    train_images = device_rows(train.images, idx, device) if on[0] else torch.from_numpy(train.images)
+    val_images = device_rows(val.images, np.arange(len(val)), device) if on[1] else torch.from_numpy(val.images)
     train_b = Batches(train, cfg.image_size, cfg.batch_size, idx, train=True, device=device, channels_last=cl,
-                      images=place(train, on[0]))
+                      images=train_images, rows=idx if on[0] else None)
     val_b = Batches(val, cfg.image_size, cfg.eval_batch_size, device=device, channels_last=cl, pad_last=cfg.compile,
-                    images=place(val, on[1]))
+                    images=val_images)
     return dict(train=train_b, val=val_b, n_train=len(idx), classes=train.classes)
 
 # %% ../nbs/02_train.ipynb #sp19
@@ -605,7 +619,7 @@ def clean_train_errors(model: nn.Module, run_dir: Path, cfg: TrainConfig, data: 
     idx = train_eval_indices(tb.cache.labels, tb.indices.cpu().numpy(), seed=cfg.seed)
     model.load_state_dict(load_checkpoint(Path(run_dir) / 'best.pt')['model'])
     batches = Batches(tb.cache, cfg.image_size, cfg.eval_batch_size, idx, device=tb.device,
-                      channels_last=tb.channels_last, images=tb.images)
+                      channels_last=tb.channels_last, images=tb.images, rows=tb.rows)
     m = split_metrics(*predict(model, batches, cfg.bf16))
     return dict(train_top1_error=m['top1_error'], train_top5_error=m['top5_error'], train_eval_images=len(idx))
 
