@@ -52,7 +52,7 @@ class SplitData:
         return f'SplitData({self.dataset!r}, {self.split!r}, {len(self)} images, {len(self.classes)} classes)'
 
 # %% ../nbs/00_data.ipynb #sp03
-def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a folder (parquet, ImageFolder, save_to_disk); or `sample`
+def load_splits(dataset: str = DEFAULT_DATASET,  # Hub id; a folder (parquet, ImageFolder, save_to_disk); '': the sample
                 splits=SPLITS,                   # the splits to open, by role: train, validation, test
                 train_split: str = 'train',      # the dataset's name of its training split
                 validation_split: str = 'validation',  # ... of its validation split
@@ -101,7 +101,7 @@ def _open_dataset(dataset: str):
         where = ('folder' if path.exists()
                  else 'Hub id (is the Hub reachable? set HF_HUB_OFFLINE=1 to use the local cache only)')
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = '' if path.exists() else f'; to try minisweep offline, use its shipped sample: --dataset {SAMPLE}'
+        hint = '' if path.exists() else f'; to try minisweep offline, use its shipped sample: --dataset {SAMPLE!r}'
         raise UserError(f'cannot open dataset {dataset} as a {where}: {msg}{hint}') from None
 
 _FLAG = dict(train='--train-split', validation='--validation-split', test='--test-split')

@@ -13,8 +13,8 @@ import minisweep
 from .core import (SELECT_ON, UserError, atomic_write, check_fraction, check_writable, is_complete,
                             lr_folder, no_link, read_log, read_run_metrics, run_key, select_learning_rates,
                             setting_problem, subset_folder)
-from .data import (check_cache_dir, decoded_split, load_splits, sample_dataset, stored_size,
-                            subset_counts)
+from .data import (check_cache_dir, decoded_split, load_splits, remember_warm, sample_dataset,
+                            stored_size, subset_counts)
 from .jobs import curves_notebook, execute_job, gpu_count, notebook_warnings, run_local
 from .models import check_image_size, model_spec
 from .ray_executor import check_ray, run_ray
@@ -434,7 +434,10 @@ def prepare_caches(cfg: TrainConfig,           # the dataset, its layout, image_
     "Every split of `cfg`'s dataset decoded at the size its runs read, {split: `ImageCache`}, reused when there."
     splits = splits or load_splits(cfg.dataset or sample_dataset(), **cfg.layout())
     size = stored_size(cfg.image_size, cfg.crop_pct)
-    return {role: decoded_split(s, size, progress=progress) for role, s in splits.items()}
+    caches = {role: decoded_split(s, size, progress=progress) for role, s in splits.items()}
+    job = ('train', 'validation')      # what a job opens: recorded, so that every job finds it warm
+    remember_warm({r: splits[r] for r in job}, {r: caches[r] for r in job}, size, **cfg.layout())
+    return caches
 
 # %% ../nbs/05_sweep.ipynb #c020
 @dataclass

@@ -743,7 +743,7 @@ def run_summary(metrics: dict) -> str:
     ran = f"{metrics['epochs_run']}"
     if metrics['stopped_early']: ran += f" (stopped early; {metrics['planned_epochs']} planned)"
     took = f'{secs / 60:.1f} minutes' if secs >= 120 else f'{secs:.1f} s'
-    settings = {'dataset': f'`{cfg.dataset or "sample"}`', 'image size': cfg.image_size,
+    settings = {'dataset': f'`{cfg.dataset}`' if cfg.dataset else 'the shipped sample', 'image size': cfg.image_size,
                 'epochs': metrics['planned_epochs'], 'batch size': cfg.batch_size, 'peak lr': f"{metrics['lr']:g}",
                 'weight decay': f'{cfg.weight_decay:g}', 'label smoothing': f'{cfg.label_smoothing:g}',
                 'warm-up': f'{cfg.warmup_fraction:g}', 'min steps': cfg.min_steps,
