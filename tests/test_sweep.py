@@ -64,7 +64,7 @@ def test_reports_open_with_their_results(local_sweep):
     assert md.startswith('## resnet18, subset 0.5 (200 images, 10 classes), seed 0') and pngs == 1, md
     assert f"Best epoch **{metrics['best_epoch']}** of 1" in md
     assert f"top-5 error **{metrics['val_top5_error']:.3f}**" in md
-    assert '| `sample` | 64 | 1 | 32 |' in md                                      # the run's settings
+    assert '| the shipped sample | 64 | 1 | 32 |' in md                                      # the run's settings
     md, pngs = report_head(out / 'curves.ipynb')
     assert '# Learning curves' in md and '## alexnet' in md and '## resnet18' in md and pngs == 2, md  # and figures
     for nb in [*out.rglob('train.ipynb'), out / 'curves.ipynb']:                  # no warning from tqdm in any report
