@@ -100,7 +100,7 @@ def evaluate_checkpoint(path,                   # a checkpoint, or a run folder 
         raise UserError(f'{path} was trained on {len(ck["classes"])} classes, which are not the {len(data.classes)} '
                         f'classes of {dataset or "the shipped sample"}')
     dev = resolve_device(device)
-    model = create_model(cfg.model, len(data.classes), cfg.image_size)
+    with torch.device('meta'): model = create_model(cfg.model, len(data.classes), cfg.image_size)   # no init
     _load_weights(model, ck['model'], path)
     size = stored_size(cfg.image_size, cfg.crop_pct)
     cache = decoded_split(data, size, progress=progress)
@@ -139,7 +139,7 @@ def read_checkpoint(path: Path) -> tuple:
 
 def _load_weights(model: torch.nn.Module, state: dict, path: Path):
     "Load `state` into `model`, or one line naming `path` and the first tensor that does not fit."
-    try: model.load_state_dict(state)
+    try: model.load_state_dict(state, assign=True); model.float()    # the checkpoint's tensors, as float32
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
         lines = [l.strip() for l in str(e).splitlines() if l.strip()] or [type(e).__name__]
         why = lines[1] if len(lines) > 1 else lines[0]
