@@ -279,8 +279,8 @@ class SweepRecord:
         new = json.loads(json.dumps(self.sweep.identity()))
         out = [f'{k}: {old.get(k)} != {new.get(k)}' for k in ('models', 'subset_sizes', 'seeds', 'learning_rates')
                if old.get(k) != new.get(k)]
-        recorded_train = old.get('train') if isinstance(old.get('train'), dict) else {}
-        out += [f'{k}: {recorded_train.get(k)!r} != {v!r}' for k, v in new['train'].items() if recorded_train.get(k) != v]
+        recorded = old.get('train') if isinstance(old.get('train'), dict) else {}
+        out += [f'{k}: {recorded.get(k)!r} != {v!r}' for k, v in new['train'].items() if recorded.get(k) != v]
         return '; '.join(out[:3]) or 'settings differ'
 
     def update(self, key: str, **kw):

@@ -35,6 +35,7 @@ def test_a_study_too_small_to_check_says_so(tmp_path, venv_path_env):
     assert 'Test errors on the sample shipped with minisweep · 100 test images per error' in md, md
     assert '| 400 | 1 | 0.800 [0.71, 0.87] | 0.370 [0.28, 0.47] |' in md, md              # the test set's 95% interval
     assert 'none (no backtest: it needs >= 4 sizes, got 3)' in md and 'the lack of fit is not tested' in md, md
+    assert '| 100 → 200 | 0.080 | 0.141 | flat |' in md, md      # one seed, 100 test images: a fall within noise
     fit = json.loads((tmp_path / 'fig' / 'fits.json').read_text())['resnet18']['top5_error']
     assert (fit['lack_of_fit_p'], fit['backtest'], fit['extrapolate_to']) == (None, None, 1.0), fit
     assert [p['n'] for p in fit['predictions']] == [100, 200, 400], fit['predictions']        # the measured sizes only
