@@ -747,7 +747,7 @@ def images_for_target(cf: CurveFit, target: float) -> dict:
 def tuning_table(
     df: pd.DataFrame, # rows of `load_results`
 ) -> pd.DataFrame: # one row per (model, subset_size)
-    "Per (model, size): the rates tried, the selected and the default one, whether at an edge, the errors at both."
+    "Per (model, size): each rate's validation mean and seeds, the selected and the default rate, the errors at both."
     rows, df = [], df[df.steps_factor == 1] if 'steps_factor' in df else df    # twins choose nothing
     for (model, f), g in df.groupby(['model', 'subset_size'], sort=False):
         rates, sel, metric = sorted(g.learning_rate.dropna().unique()), g[g.selected.astype(bool)], g.select_on.iloc[0]
@@ -757,6 +757,7 @@ def tuning_table(
                 else 'largest' if lr == rates[-1] else '')
         rows.append(dict(model=model, subset_size=f, n_train=int(g.n_train.iloc[0]), rates=rates, selected=lr,
                          default=lr0, edge=edge, select_on=metric, val_selected=sel[metric].mean(),
+                         by_rate={lr: (v[metric].mean(), v.seed.nunique()) for lr, v in g.groupby('learning_rate')},
                          val_default=at0[metric].mean(), top5_selected=sel.top5_error.mean(),
                          top5_default=at0.top5_error.mean(), top1_selected=sel.top1_error.mean(),
                          top1_default=at0.top1_error.mean()))
@@ -782,12 +783,16 @@ def _tuning_markdown(dm, test='top5_error'):
     t = tuning_table(dm)
     if t.rates.map(len).max() < 2: return []
     metric, k = _metric_name(t.select_on.iloc[0]), test.removesuffix('_error')
-    lines = ['', f'Learning rate chosen at each size on the {metric} (mean over seeds; the test split takes no part); '
-             '– : the default rate is not in the grid.', '',
-             f'| n_train | rates tried | default | selected | {metric}: default → selected '
+    lines = ['', f'Learning rate chosen at each size on the {metric} (mean over seeds; the test split takes no part), '
+             'among the rates with the most seeds done (a rate with fewer says so); – : the default rate is not in '
+             'the grid.', '',
+             f'| n_train | rates tried ({metric}) | default | selected | {metric}: default → selected '
              f'| test {_metric_name(test)}: default → selected |', '|---:|---|---:|---:|---:|---:|']
     for r in t.itertuples():
-        lines.append(f'| {r.n_train:,} | {", ".join(f"{x:g}" for x in r.rates)} | {_fmt(r.default, "g")} '
+        most = max(k for _, k in r.by_rate.values())
+        few = lambda k: '' if k == most else f', {k} seed' + 's' * (k > 1)
+        tried = ', '.join(f'{x:g} ({v:.3f}{few(k)})' for x, (v, k) in sorted(r.by_rate.items()))
+        lines.append(f'| {r.n_train:,} | {tried} | {_fmt(r.default, "g")} '
                      f'| {r.selected:g}{f" ({r.edge})" if r.edge else ""} | {_fmt(r.val_default)} → '
                      f'{_fmt(r.val_selected)} | {_fmt(getattr(r, k + "_default"))} → '
                      f'{_fmt(getattr(r, k + "_selected"))} |')
