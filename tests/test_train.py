@@ -85,6 +85,9 @@ def test_papermill_job(tmp_path, venv_path_env):
     assert not nb['metadata']['papermill'].get('exception')
     code = [c for c in nb['cells'] if c['cell_type'] == 'code']
     assert any('injected-parameters' in c['metadata'].get('tags', []) for c in code)
+    from minisweep.jobs import is_check
+    chapter = json.loads((ROOT / 'nbs' / '02_train.ipynb').read_text())['cells']
+    assert any(map(is_check, chapter)) and not any(map(is_check, nb['cells']))     # the job runs no check
     outputs = [o for c in code for o in c.get('outputs', [])]
     assert not [o for o in outputs if o['output_type'] == 'error']
     kinds = {k for o in outputs for k in o.get('data', {})}
