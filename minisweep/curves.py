@@ -757,7 +757,7 @@ def tuning_table(
                 else 'largest' if lr == rates[-1] else '')
         rows.append(dict(model=model, subset_size=f, n_train=int(g.n_train.iloc[0]), rates=rates, selected=lr,
                          default=lr0, edge=edge, select_on=metric, val_selected=sel[metric].mean(),
-                         by_rate={lr: (v[metric].mean(), v.seed.nunique()) for lr, v in g.groupby('learning_rate')},
+                         by_rate={x: (v[metric].mean(), v.seed.nunique()) for x, v in g.groupby('learning_rate')},
                          val_default=at0[metric].mean(), top5_selected=sel.top5_error.mean(),
                          top5_default=at0.top5_error.mean(), top1_selected=sel.top1_error.mean(),
                          top1_default=at0.top1_error.mean()))
