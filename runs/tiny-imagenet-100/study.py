@@ -31,7 +31,8 @@ def steps(model):
                 step('r18-top', '1', ['1'], twin=True), step('r18-bottom', '1/32', ['1'], twin=True),
                 step('r18-1_16', '1/16', ['0', '1']), step('r18-1_8', '1/8', ['0', '1']),
                 step('r18-quarter', '1/4', ['0'], twin=True), step('r18-quarter-s1', '1/4', ['1']),
-                step('r18-half', '1/2', ['0', '1'])]
+                step('r18-half', '1/2', ['0', '1']),
+                step('r18-half-twin', '1/2', ['0'], twin=True)]   # 1/2's twin, with seed 0 again (the same numbers)
     return ([step(f'alex-rates1-{r}', '1', ['0'], [r]) for r in high] +
             [step(f'alex-rates32-{r}', '1/32', ['0'], [r]) for r in low] +
             [step('alex-top', '1', ['1'], twin=True), step('alex-bottom', '1/32', ['1'], twin=True)] +
@@ -104,11 +105,13 @@ def lane(dataset: str, root: Path, models=('resnet18', 'alexnet'), dry_run=False
 
 def join(root: Path, out: Path, models=('resnet18', 'alexnet'), grids=False):
     "Every finished step's `results.csv` in one file: `run_dir` inside this folder, `dataset` by its folder's name."
-    rows, cols = [], []
+    rows, cols, seen = [], [], set()
     for s in [s for m in models for s in steps(m) if finished(root / s['name']) and (s['rates'] or not grids)]:
         for r in csv.DictReader(open(root / s['name'] / 'results.csv')):
+            key = tuple(r[k] for k in ('model', 'subset_size', 'learning_rate', 'seed', 'steps_factor'))
+            if key in seen: continue                          # a run trained again beside its twin: kept once
             r |= dict(run_dir=f'{s["name"]}/{r["run_dir"]}', dataset=Path(r['dataset']).name)
-            rows.append(r); cols += [c for c in r if c not in cols]
+            rows.append(r); seen.add(key); cols += [c for c in r if c not in cols]
     with open(out, 'w', newline='') as f: w = csv.DictWriter(f, cols); w.writeheader(); w.writerows(rows)
     print(f'{len(rows)} runs -> {out}')
 
