@@ -40,17 +40,19 @@ def steps(model):
             [step('alex-quarter-s0', '1/4', ['0']), step('alex-quarter', '1/4', ['1'], twin=True)] +
             [step(f'alex-half-s{s}', '1/2', [s]) for s in '01'])
 
+def _runs(out: Path) -> list:
+    "The runs that the sweep in `out` records ([] before it starts)."
+    try: return list(json.loads((out / 'sweep.json').read_text())['runs'].values())
+    except (OSError, ValueError, KeyError): return []
+
 def finished(out: Path) -> bool:
     "Whether the sweep in `out` has run and recorded every run done."
-    try: runs = json.loads((out / 'sweep.json').read_text())['runs'].values()
-    except (OSError, ValueError, KeyError): return False
-    return (out / 'results.csv').exists() and all(r['state'] == 'done' for r in runs)
+    runs = _runs(out)
+    return bool(runs) and (out / 'results.csv').exists() and all(r['state'] == 'done' for r in runs)
 
 def orphaned(out: Path) -> bool:
     "Whether an unfinished sweep has a finished run whose checkpoint is gone: it could not evaluate it at its end."
-    try: runs = json.loads((out / 'sweep.json').read_text())['runs'].values()
-    except (OSError, ValueError, KeyError): return False
-    return any(r['state'] == 'done' and not (out / r['run_dir'] / 'best.pt').exists() for r in runs)
+    return any(r['state'] == 'done' and not (out / r['run_dir'] / 'best.pt').exists() for r in _runs(out))
 
 def chosen(model, size, root: Path) -> float | None:
     "The rate of lowest validation top-5 error in the model's grid at `size` (1/32 or 1); None until the grid is done."
