@@ -38,7 +38,8 @@ def steps(model):
             [step('alex-top', '1', ['1'], twin=True), step('alex-bottom', '1/32', ['1'], twin=True)] +
             [step(f'alex-{n}-s{s}', f, [s]) for n, f in (('1_16', '1/16'), ('1_8', '1/8')) for s in '01'] +
             [step('alex-quarter-s0', '1/4', ['0']), step('alex-quarter', '1/4', ['1'], twin=True)] +
-            [step(f'alex-half-s{s}', '1/2', [s]) for s in '01'])
+            [step(f'alex-half-s{s}', '1/2', [s]) for s in '01'] +
+            [step('alex-quarter-0.04', '1/4', ['0'], ['0.04'])])   # a remedy: the full split's rate at 1/4
 
 def _runs(out: Path) -> list:
     "The runs that the sweep in `out` records ([] before it starts)."
@@ -108,7 +109,8 @@ def lane(dataset: str, root: Path, models=('resnet18', 'alexnet'), dry_run=False
 def join(root: Path, out: Path, models=('resnet18', 'alexnet'), grids=False):
     "Every finished step's `results.csv` in one file: `run_dir` inside this folder, `dataset` by its folder's name."
     rows, cols, seen = [], [], set()
-    for s in [s for m in models for s in steps(m) if finished(root / s['name']) and (s['rates'] or not grids)]:
+    for s in [s for m in models for s in steps(m) if finished(root / s['name'])
+              and (not grids or s['rates'] and s['size'] in ('1/32', '1'))]:
         for r in csv.DictReader(open(root / s['name'] / 'results.csv')):
             key = tuple(r[k] for k in ('model', 'subset_size', 'learning_rate', 'seed', 'steps_factor'))
             if key in seen: continue                          # a run trained again beside its twin: kept once
