@@ -7,9 +7,9 @@ __all__ = ['LAWS', 'LACK_OF_FIT_ALPHA', 'BACKTEST_TOLERANCE', 'MAX_EXTRAPOLATION
            'summary_table', 'budget_table', 'fit_law', 'law_curve', 'law_size', 'SizeMeans', 'size_means',
            'doubling_table', 'aicc', 'choose_law', 'lack_of_fit', 'resample_means', 'LawFits', 'fit_laws', 'predict',
            'param_interval', 'backtest', 'backtest_words', 'extrapolation_reach', 'CurveFit', 'fit_curve',
-           'simulate_coverage', 'binomial_interval', 'plot_curve', 'fit_model_curve', 'images_for_target',
-           'tuning_table', 'edge_notes', 'plot_lr_sensitivity', 'context_note', 'fit_record', 'fits_json',
-           'make_curves', 'plot_training_curves']
+           'simulate_coverage', 'binomial_interval', 'plot_curve', 'left_out_sizes', 'fit_model_curve',
+           'images_for_target', 'tuning_table', 'edge_notes', 'plot_lr_sensitivity', 'context_note', 'fit_record',
+           'fits_json', 'make_curves', 'plot_training_curves']
 
 # %% ../nbs/04_curves.ipynb #c002
 import json, os, re
@@ -604,8 +604,8 @@ def _draw_runs(ax, d, g, metric, tuned):
     return shown
 
 # %% ../nbs/04_curves.ipynb #lw_25
-def _draw_train_and_twins(ax, df, model, metric, bound):
-    "The clean training error (mean over seeds), the twins, rings on the budget-bound sizes `bound`; the values drawn."
+def _draw_train_and_twins(ax, df, model, metric, bound, presumed=()):
+    "The clean training error, the twins, rings on the sizes `bound` (dashed: `presumed` bound); the values drawn."
     d, shown, train = _tuned(df[df.model == model]), [], f'train_{metric}'
     if train in d and d[train].notna().any():
         g = d.groupby('n_train')[train].mean().dropna()
@@ -620,6 +620,10 @@ def _draw_train_and_twins(ax, df, model, metric, bound):
         m = d[d.n_train.isin(bound)].groupby('n_train')[metric].mean()
         ax.scatter(m.index, m.values, s=160, facecolors='none', edgecolors='C3', lw=1.2, zorder=5,
                    label='budget-bound: the twin did better (left out of the fit)')
+    if len(presumed):
+        m = d[d.n_train.isin(presumed)].groupby('n_train')[metric].mean()
+        ax.scatter(m.index, m.values, s=160, facecolors='none', edgecolors='C3', lw=1.2, ls='--', zorder=5,
+                   label='presumed bound: no twin, above a bound size (left out)')
     return shown
 
 # %% ../nbs/04_curves.ipynb #pc_c2
@@ -700,10 +704,8 @@ def plot_curve(
     tuned = 'learning_rate' in d_all and d_all.groupby('subset_size').learning_rate.nunique().max() > 1
     agg = dict(mean=(metric, 'mean'), sd=(metric, 'std')) | (dict(lr=('learning_rate', 'first')) if tuned else {})
     g = d.groupby('n_train').agg(**agg).reset_index()
-    bt = budget_table(d_all)
-    bound = bt.n_train[bt.budget_bound.astype(bool)].tolist()
     shown = _draw_runs(ax, d, g, metric, tuned) + _draw_chance(ax, d, metric)
-    shown += _draw_train_and_twins(ax, df, model, metric, bound)
+    shown += _draw_train_and_twins(ax, df, model, metric, *left_out_sizes(df, model))
     fit = fit if fit is not None else fit_model_curve(df, model, metric)
     if fit is not None: shown += _draw_fit(ax, fit)
     else: ax.text(0.03, 0.04, 'fit needs >= 3 sizes', transform=ax.transAxes, color='C3', fontsize=9)
@@ -711,11 +713,18 @@ def plot_curve(
     return fit
 
 # %% ../nbs/04_curves.ipynb #lw_26
-def fit_model_curve(df: pd.DataFrame, model: str, metric: str = 'top5_error', n_boot: int = 400) -> CurveFit | None:
-    "The `fit_curve` of one model's tuned runs of `metric`, budget-bound sizes left out (None with fewer than 3 sizes)."
-    d = _tuned(df[df.model == model])
+def left_out_sizes(df: pd.DataFrame, model: str) -> tuple[list, list]:
+    "The sizes left out of `model`'s fit: those its twins show bound, and those presumed bound (above, with no twin)."
     bt = budget_table(df[df.model == model])
-    d = d[~d.n_train.isin(bt.n_train[bt.budget_bound.astype(bool)])]
+    bound = sorted(int(n) for n in bt.n_train[bt.budget_bound.astype(bool)])
+    if not bound: return [], []
+    sizes = _tuned(df[df.model == model]).n_train.unique()
+    return bound, sorted(int(n) for n in sizes if n > bound[0] and n not in set(bt.n_train))
+
+def fit_model_curve(df: pd.DataFrame, model: str, metric: str = 'top5_error', n_boot: int = 400) -> CurveFit | None:
+    "The `fit_curve` of one model's tuned runs of `metric`, `left_out_sizes` left out (None with fewer than 3 sizes)."
+    d = _tuned(df[df.model == model])
+    d = d[~d.n_train.isin(sum(left_out_sizes(df, model), []))]
     if d.n_train.nunique() < 3: return None
     n_test = d.n_test.min() if 'n_test' in d and d.n_test.notna().all() else np.nan
     return fit_curve(d.n_train, d[metric], n_test, _chance(d, metric), n_boot=n_boot)
@@ -976,14 +985,15 @@ _SUMMARY_HEAD = (
     'the largest size(s), then predict them. Extrapolated only where the law fits and the backtest passed, '
     'as far as it reached (the curves chapter gives the rules).')
 
-def _size_rows(tab, metrics, bound):
-    "summary.md's table of one model: a row per size, the errors of `metrics`, budget-bound sizes marked."
+def _size_rows(tab, metrics, bound, presumed=()):
+    "summary.md's table of one model: a row per size, the errors of `metrics`, (presumed) budget-bound sizes marked."
     shown = [m for m in ('top1_error', 'top5_error') if m in metrics]
     lines = ['| n_train | seeds | ' + ' | '.join(_metric_name(m) for m in shown)
              + f' | training {_metric_name(metrics[0])} | validations |', '|---:|---:|' + '---:|' * (len(shown) + 2)]
     for r in tab.itertuples():
         errors = ' | '.join(_fmt_mean_sd(getattr(r, f'{m}_mean'), getattr(r, f'{m}_sd'), r.n_test) for m in shown)
-        lines.append(f'| {r.n_train:,}{" (budget-bound)" if r.n_train in bound else ""} | {r.seeds} | {errors} '
+        mark = ' (budget-bound)' if r.n_train in bound else ' (presumed bound)' if r.n_train in presumed else ''
+        lines.append(f'| {r.n_train:,}{mark} | {r.seeds} | {errors} '
                      f'| {_fmt(getattr(r, f"train_{metrics[0]}_mean"))} | {_fmt(r.n_validations, "g")} |')
     return lines
 
@@ -996,7 +1006,8 @@ def _summary_markdown(df, fits):
     for model in pd.unique(df.model):
         bt, (headline, why) = budget_table(df[df.model == model]), _curve_metric(df[df.model == model])
         lines += [f'## {model}', ''] + ([f'The curve: {why}.', ''] if why else [])
-        lines += _size_rows(tab[tab.model == model], metrics, set(bt.n_train[bt.budget_bound.astype(bool)]))
+        bound, presumed = left_out_sizes(df, model)
+        lines += _size_rows(tab[tab.model == model], metrics, bound, presumed)
         lines += _doubling_markdown(doubling_table(df[df.model == model], headline), headline)
         lines += ['', '| metric | law (AICc, lower is better) | b [95%] | c [95%] | lack of fit p | backtest '
                   '| extrapolation | error at 2x [95%] |', '|---|---|---:|---:|---:|---|---|---:|']
@@ -1010,6 +1021,8 @@ def _summary_markdown(df, fits):
             lines.append(row); notes += more
         lines += ['', 'What the checks found:', ''] + [f'- {n}.' for n in notes] if notes else []
         lines += _budget_markdown(bt)
+        if presumed: lines += ['', f'**Presumed bound** (no twin, above the budget-bound {bound[0]:,}): '
+                               f'{", ".join(f"{n:,}" for n in presumed)}; left out of the fit. A twin there decides.']
         lines += _tuning_markdown(df[df.model == model], headline)
         lines.append('')
     return '\n'.join(lines)
@@ -1037,13 +1050,12 @@ def fit_record(cf: CurveFit, targets=()) -> dict:
             'images_for_target': [images_for_target(cf, t) for t in targets]}
 
 def fits_json(df: pd.DataFrame, fits: dict, targets=()) -> dict:
-    "fits.json: {model: {metric: fit_record with the model's budget-bound sizes (left out of the fit), or None}}."
+    "fits.json: {model: {metric: fit_record with the sizes left out of the fit (bound, presumed bound), or None}}."
     out = {}
     for (model, metric), cf in fits.items():
-        bt = budget_table(df[df.model == model])
-        bound = [int(n) for n in bt.n_train[bt.budget_bound.astype(bool)]]
-        out.setdefault(model, {})[metric] = (None if cf is None else
-                                             fit_record(cf, targets) | dict(budget_bound_sizes=bound))
+        bound, presumed = left_out_sizes(df, model)
+        out.setdefault(model, {})[metric] = (None if cf is None else fit_record(cf, targets)
+                                             | dict(budget_bound_sizes=bound, presumed_bound_sizes=presumed))
     return out
 
 # %% ../nbs/04_curves.ipynb #sp19
